@@ -1,0 +1,3 @@
+"""MNIST digit classification on PyTorch Lightning and Hydra."""
+
+__version__ = "0.1.0"
