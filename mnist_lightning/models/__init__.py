@@ -1,0 +1,17 @@
+"""Networks by name. Checkpoints store the name and its keyword arguments, never pickled code."""
+
+from torch import nn
+
+from mnist_lightning.models.cnn import SeedCNN
+from mnist_lightning.models.mlp import MLP
+
+NETWORKS: dict[str, type[nn.Module]] = {"cnn": SeedCNN, "mlp": MLP}
+
+
+def build_network(arch: str, **kwargs) -> nn.Module:
+    if arch not in NETWORKS:
+        raise ValueError(f"arch={arch!r}: unknown network, choose one of {', '.join(NETWORKS)}")
+    try:
+        return NETWORKS[arch](**kwargs)
+    except TypeError as exc:  # an unknown or missing keyword
+        raise ValueError(f"arch={arch!r}: {exc}") from exc

@@ -1,0 +1,103 @@
+"""The LightningModule: any network from `mnist_lightning.models`, cross-entropy, torchmetrics, optimizer factories."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import partial
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from mnist_lightning.models import build_network
+
+
+class MNISTLitModule(pl.LightningModule):
+    """Trains a network given as `{"arch": name, **kwargs}`.
+
+    Only that description is saved in checkpoints (plain data), so `load_from_checkpoint` rebuilds the
+    run's own network whatever the current config says. `optimizer` and `scheduler` are factories
+    (Hydra `_partial_` configs): `optimizer(params)`, `scheduler(optimizer)`.
+    """
+
+    def __init__(self, net: dict, optimizer: Callable | None = None, scheduler: Callable | None = None,
+                 scheduler_interval: str = "epoch", num_classes: int = 10):
+        super().__init__()
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(f"scheduler_interval={scheduler_interval!r}: must be 'step' or 'epoch'")
+        if optimizer is not None:  # fail now, naming the setting, rather than when training starts
+            try:
+                optimizer([torch.nn.Parameter(torch.zeros(1))])
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"optimizer: {exc}") from exc
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.net = build_network(**net)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+
+        # average="micro" is plain accuracy; MulticlassAccuracy's own default is the macro mean of per-class recall
+        self.train_acc, self.val_acc, self.test_acc = (
+            MulticlassAccuracy(num_classes, average="micro") for _ in range(3))
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget what the sanity check saw
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits.argmax(1), y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, prog_bar=True)
+        return loss
+
+    def _evaluate(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy, stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        loss_metric(F.cross_entropy(logits, y), weight=len(y))
+        acc_metric(logits.argmax(1), y)
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True)
+        self.log(f"{stage}/acc", acc_metric, on_step=False, on_epoch=True, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, self.val_loss, self.val_acc, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, self.test_loss, self.test_acc, "test")
+
+    def predict_step(self, batch, batch_idx):
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(1)
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise RuntimeError("MNISTLitModule was built without an optimizer factory; it can only predict.")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer, **self._schedule_length())
+        interval = self.hparams.scheduler_interval
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def _schedule_length(self) -> dict:
+        """Fill a scheduler's length (OneCycleLR's total_steps, CosineAnnealingLR's T_max) from the trainer."""
+        given = self.scheduler_factory.keywords if isinstance(self.scheduler_factory, partial) else {}
+        func = getattr(self.scheduler_factory, "func", self.scheduler_factory)
+        params = inspect.signature(func).parameters
+        steps = int(self.trainer.estimated_stepping_batches)
+        length = steps if self.hparams.scheduler_interval == "step" else self.trainer.max_epochs
+        for name in ("total_steps", "T_max"):
+            if name in params and given.get(name) is None:
+                return {name: length}
+        return {}

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from mnist_lightning.models import NETWORKS, build_network
+from mnist_lightning.models.cnn import SeedCNN
+
+
+@pytest.mark.parametrize("arch", sorted(NETWORKS))
+def test_every_network_maps_a_batch_to_ten_logits(arch):
+    net = build_network(arch)
+    assert net(torch.randn(5, 1, 28, 28)).shape == (5, 10)
+
+
+def test_seed_cnn_has_the_seed_layers():
+    net = SeedCNN()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    fcs = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    dropouts = [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 32, (3, 3)), (32, 64, (3, 3))]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(9216, 128), (128, 10)]
+    assert dropouts == [0.25, 0.5]
+
+
+def test_widths_and_dropouts_are_configurable():
+    net = build_network("cnn", conv1_channels=8, conv2_channels=16, hidden=32, dropout1=0.1, dropout2=0.2)
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [0.1, 0.2]
+    mlp = build_network("mlp", hidden=[64], dropout=0.0)
+    assert [m.out_features for m in mlp.modules() if isinstance(m, torch.nn.Linear)] == [64, 10]
+
+
+def test_unknown_network_or_argument_is_a_clear_error():
+    with pytest.raises(ValueError, match="arch='resnet'.*cnn, mlp"):
+        build_network("resnet")
+    with pytest.raises(ValueError, match="arch='cnn'.*widht"):
+        build_network("cnn", widht=3)
+
+
+def test_module_rejects_a_bad_optimizer_setting_when_built():
+    from functools import partial
+
+    from mnist_lightning.models.module import MNISTLitModule
+
+    with pytest.raises(ValueError, match="optimizer: Invalid learning rate"):
+        MNISTLitModule(net={"arch": "cnn"}, optimizer=partial(torch.optim.Adam, lr=-1.0))
