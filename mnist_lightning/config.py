@@ -1,0 +1,33 @@
+"""Building objects from the composed Hydra config, with one clear message when a setting is wrong."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from mnist_lightning.errors import UserError
+
+
+def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """`instantiate(node)`; a bad setting becomes a UserError that names the config key."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, UserError):
+            raise cause from None
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else cause.__class__.__name__
+        # "batch_size=0: ..." or "optimizer: ..." name a parameter of this node: join them into one key
+        separator = "." if re.match(r"[A-Za-z_]\w*[=:]", detail) else ": "
+        raise UserError(f"{key}{separator}{detail}") from exc
+
+
+def build_each(group: DictConfig | None, key: str) -> list:
+    """Instantiate every entry of a dict-of-configs group (callbacks, loggers); null entries are skipped."""
+    if not group:
+        return []
+    return [build(node, f"{key}.{name}") for name, node in group.items() if node is not None and "_target_" in node]

@@ -1,0 +1,120 @@
+"""The run-folder contract: what a run writes, where, and how to find runs and checkpoints again.
+
+A run folder holds `.hydra/` (composed config and overrides), `checkpoints/` (best by val/acc and
+`last.ckpt`), TensorBoard events, the log file and `metrics.json`. Everything that reads or writes
+those paths goes through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from mnist_lightning.errors import UserError
+
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "omegaconf")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename it, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_metrics(run_dir: str | Path, metrics: dict) -> Path:
+    path = Path(run_dir) / METRICS_FILE
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_metrics(run_dir: str | Path) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def find_runs(outputs_root: str | Path) -> list[Path]:
+    """Run folders (those with a metrics.json) under `outputs_root`, oldest first."""
+    files = [p for p in Path(outputs_root).glob(f"**/{METRICS_FILE}") if p.is_file()]
+    return [p.parent for p in sorted(files, key=lambda p: p.stat().st_mtime)]
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def newest_last_checkpoint(outputs_root: str | Path) -> Path:
+    """The `last.ckpt` written most recently anywhere under `outputs_root` (single runs and sweeps)."""
+    candidates = [p for p in Path(outputs_root).glob(f"**/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}") if p.is_file()]
+    if not candidates:
+        raise UserError(f"ckpt_path=last: no run under {outputs_root} has a {CHECKPOINT_DIR}/{LAST_CHECKPOINT}. "
+                        f"Train first (make train) or give ckpt_path=PATH/TO/FILE.ckpt.")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def resume_checkpoint(ckpt_path: str | None, outputs_root: str | Path) -> Path | None:
+    """Turn the `ckpt_path` setting (None, 'last' or a file) into the checkpoint file to resume from."""
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path == "last":
+        return newest_last_checkpoint(outputs_root)
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise UserError(f"ckpt_path={ckpt_path}: no such file. Give an existing .ckpt file or ckpt_path=last.")
+    return path
+
+
+def lineage() -> dict:
+    """Where a result came from: code version, package versions, machine (no host name)."""
+    repo = Path(__file__).resolve().parent.parent
+    info = {"git_commit": None, "git_dirty": None}
+    try:
+        run = lambda *args: subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,  # noqa: E731
+                                           timeout=10, check=True).stdout.strip()
+        info["git_commit"] = run("rev-parse", "HEAD")
+        info["git_dirty"] = bool(run("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    versions = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    info["versions"] = versions
+    info["machine"] = machine_description()
+    return info
+
+
+def machine_description() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"os": f"{platform.system()} {platform.release()}", "cpu": cpu, "cpu_count": os.cpu_count(),
+            "accelerator": accelerator}

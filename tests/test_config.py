@@ -1,0 +1,117 @@
+"""Every config option composes and builds; bad settings stop before training with one clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR, run_cli
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from mnist_lightning.config import build, build_each
+from mnist_lightning.errors import UserError
+
+GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in CONF_DIR.iterdir() if group.is_dir()}
+
+
+def compose_train(overrides: list[str], run_dir: Path):
+    """The config `python -m mnist_lightning.train` would get, with this run folder."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.runtime.cwd = str(run_dir.parent)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def test_groups_named_in_the_layout_exist():
+    for group in ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths", "hydra",
+                  "experiment", "debug"):
+        assert GROUPS.get(group), f"conf/{group}/ is missing"
+    assert {"cnn", "mlp"} <= set(GROUPS["model"])
+    assert {"default", "cpu", "gpu", "ddp"} <= set(GROUPS["trainer"])
+    assert {"adam", "adamw", "sgd"} <= set(GROUPS["optimizer"])
+    assert {"onecycle", "cosine", "step", "none"} <= set(GROUPS["scheduler"])
+    assert {"tensorboard", "csv", "none"} <= set(GROUPS["logger"])
+    assert {"fast_dev_run", "limit", "overfit"} <= set(GROUPS["debug"])
+
+
+OPTIONS = [(g, o) for g, options in GROUPS.items() if g not in ("hydra", "paths") for o in options]
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_builds(group, option, tmp_path, mnist_dir):
+    cfg = compose_train([f"{group}={option}", f"paths.data_dir={mnist_dir}"], tmp_path / "run")
+    datamodule = build(cfg.data, "data")
+    model = build(cfg.model, "model")
+    callbacks = build_each(cfg.get("callbacks"), "callbacks")
+    loggers = build_each(cfg.get("logger"), "logger")
+    assert datamodule.batch_size > 0 and model.net is not None
+    assert all(c is not None for c in callbacks + loggers)
+    if cfg.trainer.accelerator in ("auto", "cpu"):  # gpu and ddp need a GPU to build
+        import lightning.pytorch as pl
+
+        trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+        assert isinstance(trainer, pl.Trainer)
+
+
+def test_the_seed_settings_are_one_override_each(tmp_path):
+    cfg = compose_train(["data.batch_size=128", "model.optimizer.lr=0.01", "trainer.max_epochs=3",
+                         "trainer.accelerator=cpu"], tmp_path / "run")
+    assert (cfg.data.batch_size, cfg.model.optimizer.lr, cfg.trainer.max_epochs, cfg.trainer.accelerator) == (
+        128, 0.01, 3, "cpu")
+
+
+def test_schedulers_get_their_length_from_the_trainer(tmp_path, mnist_dir):
+    import lightning.pytorch as pl
+
+    for option, expected in (("onecycle", "OneCycleLR"), ("cosine", "CosineAnnealingLR"), ("step", "StepLR")):
+        cfg = compose_train([f"scheduler={option}", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+                             f"paths.data_dir={mnist_dir}"], tmp_path / option)
+        model, datamodule = build(cfg.model, "model"), build(cfg.data, "data")
+        trainer = pl.Trainer(max_epochs=2, limit_train_batches=3, logger=False, enable_checkpointing=False,
+                             use_distributed_sampler=False, enable_progress_bar=False, limit_val_batches=0)
+        trainer.fit(model, datamodule=datamodule)
+        scheduler = trainer.lr_scheduler_configs[0].scheduler
+        assert type(scheduler).__name__ == expected
+        if option == "onecycle":
+            assert scheduler.total_steps == 6
+        if option == "cosine":
+            assert scheduler.T_max == 6
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
+    ("model.optimizer.lr=-0.1", "model.optimizer: Invalid learning rate: -0.1"),
+    ("data.val_size=70000", "data.val_size=70000 leaves no training images"),
+    ("ckpt_path=missing.ckpt", "ckpt_path=missing.ckpt: no such file"),
+    ("ckpt_path=last", "ckpt_path=last: no run under"),
+])
+def test_bad_settings_stop_before_training_naming_the_key(override, message, tmp_path, mnist_dir):
+    from mnist_lightning.train import train
+
+    cfg = compose_train([override, f"paths.data_dir={mnist_dir}"], tmp_path / "run")
+    with pytest.raises(UserError, match=message.replace("(", r"\(")) as err:
+        train(cfg)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_cli_prints_one_line_and_no_traceback_for_a_bad_override(tmp_path, mnist_dir):
+    result = run_cli("mnist_lightning.train", "data.batch_size=0", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
+    assert result.returncode == 2
+    assert "data.batch_size=0: must be an integer >= 1" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_unknown_group_option_lists_the_choices(tmp_path, mnist_dir):
+    result = run_cli("mnist_lightning.train", "model=resnet", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
+    assert result.returncode != 0
+    assert "Could not find 'model/resnet'" in result.stderr and "mlp" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,115 @@
+"""`python -m mnist_lightning.train` end to end on the real MNIST, in a subprocess like a user runs it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+
+BATCHES = "trainer.limit_train_batches=300"
+FAST = ["trainer.max_epochs=1", BATCHES, "trainer.limit_val_batches=2", "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false"]
+
+
+def run_dirs(cwd: Path) -> list[Path]:
+    return sorted(p.parent for p in (cwd / "outputs").glob("*/*/.hydra"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_dir):
+    cwd = tmp_path_factory.mktemp("project")
+    result = run_cli("mnist_lightning.train", *FAST, cwd=cwd, data_dir=mnist_dir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = run_dirs(cwd)
+    return cwd, run_dir, result
+
+
+def test_run_folder_has_everything(trained):
+    _, run_dir, result = trained
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-\d{6}", "/".join(run_dir.parts[-2:]))
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "train.log", "checkpoints/last.ckpt"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    (best,) = (run_dir / "checkpoints").glob("epoch=*.ckpt")
+    assert re.fullmatch(r"epoch=00-val_acc=0\.\d{4}\.ckpt", best.name)
+    assert "test acc (best checkpoint)" in result.stderr + result.stdout
+
+
+def test_metrics_json(trained):
+    _, run_dir, _ = trained
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["state"] == "finished"
+    assert metrics["test/acc"] > 0.95 and metrics["val/acc_best"] > 0.95
+    assert (run_dir / metrics["best_checkpoint"]).is_file()
+    assert metrics["epochs"] == 1 and metrics["global_step"] == 300 and metrics["seed"] == 42
+    assert metrics["data_md5"]["train-images-idx3-ubyte"] == "6bbc9ace898e44ae57da46a324031adb"
+    assert metrics["versions"]["torch"] and metrics["versions"]["lightning"] and metrics["wall_time_s"] > 0
+    assert "git_commit" in metrics
+
+
+def test_tensorboard_has_the_curves_and_hparams(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir, _ = trained
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    expected = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc"}
+    assert expected <= tags, expected - tags
+    assert any(tag.startswith("lr-") for tag in tags)
+    hparams = events.summary_metadata  # the HParams plugin writes its session info as tensors
+    assert any("hparams" in str(meta.plugin_data.plugin_name) for meta in hparams.values())
+
+
+def test_best_checkpoint_reloads_and_reproduces_test_accuracy(trained, mnist_dir):
+    from mnist_lightning.datamodule import MNISTDataModule, normalize
+    from mnist_lightning.models.module import MNISTLitModule
+
+    _, run_dir, _ = trained
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    model = MNISTLitModule.load_from_checkpoint(run_dir / metrics["best_checkpoint"], map_location="cpu",
+                                                weights_only=True).eval()
+    datamodule = MNISTDataModule(data_dir=str(mnist_dir))
+    datamodule.setup("test")
+    images, labels = datamodule.test_set.images, datamodule.test_set.labels
+    with torch.no_grad():
+        predictions = torch.cat([model(normalize(chunk)).argmax(1) for chunk in images.split(2000)])
+    accuracy = (predictions == labels).float().mean().item()
+    assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-5)
+
+
+def test_resume_continues_from_the_saved_epoch(trained, mnist_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cwd, first_run, _ = trained
+    overrides = [o for o in FAST if not o.startswith("trainer.max_epochs")]
+    result = run_cli("mnist_lightning.train", "ckpt_path=last", "trainer.max_epochs=2", *overrides,
+                     cwd=cwd, data_dir=mnist_dir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (resumed,) = [d for d in run_dirs(cwd) if d != first_run]
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["resumed_from"] == str(first_run / "checkpoints" / "last.ckpt")
+    assert metrics["epochs"] == 2 and metrics["global_step"] == 600
+    events = EventAccumulator(str(resumed / "tensorboard"))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("train/loss")]
+    assert steps and min(steps) >= 300  # nothing of the first epoch was trained again
+
+
+def test_notebook_runs_on_the_trained_run(trained, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    cwd, _, _ = trained
+    notebook = json.loads((Path(__file__).parent.parent / "notebooks" / "explore_run.ipynb").read_text())
+    monkeypatch.chdir(cwd)
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "explore_run.ipynb", "exec"), namespace)
+    assert namespace["probabilities"].shape == (8, 10)
+    assert namespace["run_dir"].parent.parent == cwd / "outputs"
