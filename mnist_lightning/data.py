@@ -35,6 +35,13 @@ MNIST_FILES = {
 }
 
 
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Pixels in 0..255 (uint8 or float), (B, 28, 28) or (B, 1, 28, 28) -> float (B, 1, 28, 28) as in training."""
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    return (images.float() - MNIST_MEAN * 255) / (MNIST_STD * 255)
+
+
 def raw_dir(data_dir: str | Path) -> Path:
     """The folder torchvision's MNIST uses for the raw files under `data_dir`."""
     return Path(data_dir) / "MNIST" / "raw"

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from mnist_lightning import data
+from mnist_lightning.data import normalize
 from mnist_lightning.errors import DataError
 
 
@@ -146,13 +147,6 @@ class MNISTDataModule(pl.LightningDataModule):
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             images = self.augment(images, seed=(self.seed, self.trainer.current_epoch, self.trainer.global_step))
         return images, labels
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 28, 28) or (B, 1, 28, 28) -> float (B, 1, 28, 28) normalised like the training data."""
-    if images.dim() == 3:
-        images = images.unsqueeze(1)
-    return (images.float() - data.MNIST_MEAN * 255) / (data.MNIST_STD * 255)
 
 
 class RandomAffine:

@@ -93,9 +93,9 @@ def _summary(run_dir: Path, metrics: dict) -> str:
     rows = [
         ("run folder", str(run_dir)),
         ("best val acc", pct(metrics["val/acc_best"])),
-        ("test acc (best checkpoint)", pct(metrics["test/acc"])),
+        ("test acc" + (" (best checkpoint)" if metrics["best_checkpoint"] else ""), pct(metrics["test/acc"])),
         ("test loss", "n/a" if metrics["test/loss"] is None else f"{metrics['test/loss']:.4f}"),
-        ("best checkpoint", metrics["best_checkpoint"] or "none saved"),
+        ("best checkpoint", metrics["best_checkpoint"] or "none saved: tested the final weights"),
         ("epochs", str(metrics["epochs"])),
         ("wall time", f"{metrics['wall_time_s']:.1f} s"),
     ]

@@ -65,3 +65,23 @@ def run_cli(module: str, *overrides: str, cwd: Path, data_dir: Path, timeout: in
     env = {**os.environ, "MNIST_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+# A short real training run (2 epochs of 150 batches, a checkpoint kept for each) that several test modules share.
+FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=150", "trainer.limit_val_batches=2",
+        "callbacks.model_checkpoint.save_top_k=-1", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
+
+
+def run_dirs(cwd: Path) -> list[Path]:
+    """Training run folders under cwd/outputs, oldest first."""
+    return sorted(p.parent for p in (cwd / "outputs").glob("*/*/.hydra"))
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, mnist_dir):
+    """(project folder, run folder, CompletedProcess) of `python -m mnist_lightning.train` on the real data."""
+    cwd = tmp_path_factory.mktemp("project")
+    result = run_cli("mnist_lightning.train", *FAST, cwd=cwd, data_dir=mnist_dir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = run_dirs(cwd)
+    return cwd, run_dir, result

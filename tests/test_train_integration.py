@@ -8,24 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
 
-BATCHES = "trainer.limit_train_batches=300"
-FAST = ["trainer.max_epochs=1", BATCHES, "trainer.limit_val_batches=2", "callbacks.progress_bar=null",
-        "trainer.enable_progress_bar=false"]
-
-
-def run_dirs(cwd: Path) -> list[Path]:
-    return sorted(p.parent for p in (cwd / "outputs").glob("*/*/.hydra"))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, mnist_dir):
-    cwd = tmp_path_factory.mktemp("project")
-    result = run_cli("mnist_lightning.train", *FAST, cwd=cwd, data_dir=mnist_dir)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir,) = run_dirs(cwd)
-    return cwd, run_dir, result
+from conftest import FAST, run_cli, run_dirs
 
 
 def test_run_folder_has_everything(trained):
@@ -34,8 +18,8 @@ def test_run_folder_has_everything(trained):
     for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "train.log", "checkpoints/last.ckpt"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    (best,) = (run_dir / "checkpoints").glob("epoch=*.ckpt")
-    assert re.fullmatch(r"epoch=00-val_acc=0\.\d{4}\.ckpt", best.name)
+    names = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch_*.ckpt"))
+    assert len(names) == 2 and all(re.fullmatch(r"epoch_0[01]-val_acc_0\.\d{4}\.ckpt", n) for n in names), names
     assert "test acc (best checkpoint)" in result.stderr + result.stdout
 
 
@@ -45,7 +29,7 @@ def test_metrics_json(trained):
     assert metrics["state"] == "finished"
     assert metrics["test/acc"] > 0.95 and metrics["val/acc_best"] > 0.95
     assert (run_dir / metrics["best_checkpoint"]).is_file()
-    assert metrics["epochs"] == 1 and metrics["global_step"] == 300 and metrics["seed"] == 42
+    assert metrics["epochs"] == 2 and metrics["global_step"] == 300 and metrics["seed"] == 42
     assert metrics["data_md5"]["train-images-idx3-ubyte"] == "6bbc9ace898e44ae57da46a324031adb"
     assert metrics["versions"]["torch"] and metrics["versions"]["lightning"] and metrics["wall_time_s"] > 0
     assert "git_commit" in metrics
@@ -83,30 +67,44 @@ def test_best_checkpoint_reloads_and_reproduces_test_accuracy(trained, mnist_dir
 
 
 def test_resume_continues_from_the_saved_epoch(trained, mnist_dir):
+    """Resume the run as if it had stopped after its first epoch: only the second epoch is trained."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cwd, first_run, _ = trained
-    overrides = [o for o in FAST if not o.startswith("trainer.max_epochs")]
-    result = run_cli("mnist_lightning.train", "ckpt_path=last", "trainer.max_epochs=2", *overrides,
-                     cwd=cwd, data_dir=mnist_dir)
+    (after_first_epoch,) = (first_run / "checkpoints").glob("epoch_00-*.ckpt")
+    result = run_cli("mnist_lightning.train", f"ckpt_path={after_first_epoch}", *FAST, cwd=cwd, data_dir=mnist_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (resumed,) = [d for d in run_dirs(cwd) if d != first_run]
     metrics = json.loads((resumed / "metrics.json").read_text())
-    assert metrics["resumed_from"] == str(first_run / "checkpoints" / "last.ckpt")
-    assert metrics["epochs"] == 2 and metrics["global_step"] == 600
+    first = json.loads((first_run / "metrics.json").read_text())
+    assert metrics["resumed_from"] == str(after_first_epoch)
+    assert metrics["epochs"] == 2 and metrics["global_step"] == 300
+    assert metrics["val/acc_best"] >= float(after_first_epoch.stem.split("val_acc_")[1]) - 1e-4  # best so far kept
+    assert metrics["test/acc"] > 0.95 and abs(metrics["test/acc"] - first["test/acc"]) < 0.01
     events = EventAccumulator(str(resumed / "tensorboard"))
     events.Reload()
     steps = [event.step for event in events.Scalars("train/loss")]
-    assert steps and min(steps) >= 300  # nothing of the first epoch was trained again
+    assert steps and min(steps) >= 150  # nothing of the first epoch was trained again
 
 
-def test_notebook_runs_on_the_trained_run(trained, monkeypatch):
+def test_resume_past_the_schedule_is_refused_with_a_clear_message(trained, mnist_dir):
+    cwd, first_run, _ = trained
+    overrides = [o for o in FAST if not o.startswith("trainer.max_epochs")]
+    result = run_cli("mnist_lightning.train", "ckpt_path=last", "trainer.max_epochs=3", *overrides,
+                     cwd=cwd, data_dir=mnist_dir, timeout=300)
+    assert result.returncode == 2
+    assert "OneCycleLR spans 300 steps but this run would take 450" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_notebook_runs_on_the_trained_run(trained, mnist_dir, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
     cwd, _, _ = trained
     notebook = json.loads((Path(__file__).parent.parent / "notebooks" / "explore_run.ipynb").read_text())
     monkeypatch.chdir(cwd)
+    monkeypatch.setenv("MNIST_DATA_DIR", str(mnist_dir))
     namespace: dict = {}
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":

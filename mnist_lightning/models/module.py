@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_lightning.errors import UserError
 from mnist_lightning.models import build_network
 
 
@@ -42,12 +43,22 @@ class MNISTLitModule(pl.LightningModule):
             MulticlassAccuracy(num_classes, average="micro") for _ in range(3))
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best so far
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # forget what the sanity check saw
+        # After a resume the scheduler comes from the checkpoint: its length must match this run's.
+        for name, length in (self._schedule_length() if self.scheduler_factory else {}).items():
+            for config in self.trainer.lr_scheduler_configs:
+                restored = getattr(config.scheduler, name, None)
+                if restored is not None and restored != length:
+                    raise UserError(
+                        f"ckpt_path: the checkpoint's {type(config.scheduler).__name__} spans {restored} steps but "
+                        f"this run would take {length}. Resume with the original run's trainer.max_epochs and "
+                        f"limits, or start a new run to train longer (or use scheduler=none/step)."
+                    )
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -70,6 +81,8 @@ class MNISTLitModule(pl.LightningModule):
         self._evaluate(batch, self.val_loss, self.val_acc, "val")
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a couple of batches before training: not a real epoch
+            return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
