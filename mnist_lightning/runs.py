@@ -7,6 +7,7 @@ those paths goes through this module.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -80,6 +81,66 @@ def resume_checkpoint(ckpt_path: str | None, outputs_root: str | Path) -> Path |
     if not path.is_file():
         raise UserError(f"ckpt_path={ckpt_path}: no such file. Give an existing .ckpt file or ckpt_path=last.")
     return path
+
+
+def _usable(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0 and not path.name.startswith(".")
+
+
+def resolve_model(ckpt_path: str | None, model_ref: str, outputs_root: str | Path) -> Path:
+    """The checkpoint evaluate, predict and serve use: `ckpt_path` if given, else the `best` run
+    (highest val/acc_best in its metrics.json) or the `latest` run, skipping runs without a usable checkpoint."""
+    if ckpt_path:
+        path = Path(ckpt_path)
+        if not _usable(path):
+            raise UserError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+        return path
+    if model_ref not in ("best", "latest"):
+        raise UserError(f"model_ref={model_ref}: use best, latest, or give ckpt_path=FILE")
+    candidates = trained_runs(outputs_root)
+    if not candidates:
+        raise UserError(f"No trained model under {outputs_root}: run `make train` first (or give ckpt_path=FILE).")
+    run_dir, metrics = candidates[-1] if model_ref == "latest" else max(
+        candidates, key=lambda c: c[1].get("val/acc_best") or 0.0)
+    return run_dir / metrics["best_checkpoint"]
+
+
+def trained_runs(outputs_root: str | Path) -> list[tuple[Path, dict]]:
+    """(run folder, metrics) of the training runs whose best checkpoint is usable, oldest first."""
+    found = []
+    for run_dir in find_runs(outputs_root):
+        metrics = read_metrics(run_dir) or {}
+        best = metrics.get("best_checkpoint")
+        if best and _usable(run_dir / best):
+            found.append((run_dir, metrics))
+    return found
+
+
+def load_network(ckpt_path: str | Path, map_location: str = "cpu"):
+    """The network stored in a training checkpoint, in eval mode, without Lightning and without unpickling code."""
+    import torch
+
+    from mnist_lightning.models import build_network
+
+    path = Path(ckpt_path)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        net_spec = dict(checkpoint["hyper_parameters"]["net"])
+        state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+        network = build_network(**net_spec)
+        network.load_state_dict(state)
+    except Exception as exc:  # truncated, not a checkpoint, pickled code, another network's weights...
+        reason = f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}"
+        raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({reason})") from exc
+    return network.eval()
+
+
+def sha256sum(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def lineage() -> dict:
