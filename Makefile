@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-install only when the dependencies change: a second `make install` does nothing.
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint tensorboard clean
+.PHONY: install train test evaluate predict examples lint tensorboard clean
 
 install: $(STAMP)
 
@@ -18,6 +18,20 @@ $(STAMP): pyproject.toml
 # make train ARGS="trainer.max_epochs=10 data.batch_size=128"
 train: install
 	$(BIN)/python -m mnist_lightning.train $(ARGS)
+
+# the best run under outputs/ on the 10,000 test images; make evaluate ARGS="model_ref=latest"
+evaluate: install
+	$(BIN)/python -m mnist_lightning.evaluate $(ARGS)
+
+# the best run on the example images in examples/; make predict IMAGE=my_digit.png
+IMAGE ?= examples
+predict: install
+	$(BIN)/python -m mnist_lightning.predict image=$(IMAGE) $(ARGS)
+
+# rewrite examples/ from the MNIST test set (DATA=folder holding MNIST/raw)
+DATA ?= $(if $(MNIST_DATA_DIR),$(MNIST_DATA_DIR),data)
+examples: install
+	$(BIN)/python -m mnist_lightning.examples $(DATA) examples
 
 # make test ARGS="-k datamodule"
 test: install

@@ -1,0 +1,116 @@
+"""Predict digits in real-world images: `python -m mnist_lightning.predict image=PATH`.
+
+PATH is a file, a folder, a glob or a list. Each image is turned into MNIST's 28x28 format by
+`mnist_lightning.preprocess`; bad files get their own error line and never stop the batch.
+Imports neither Lightning nor matplotlib (unless drawing), so it starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mnist_lightning.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def predict(cfg: DictConfig) -> list[dict]:
+    import numpy as np
+    import torch
+
+    from mnist_lightning import preprocess, runs
+    from mnist_lightning.data import normalize
+
+    if OmegaConf.is_missing(cfg, "image"):
+        raise UserError("image=PATH is required: a file, a folder of images, a glob such as 'digits/*.png', "
+                        "or a list [a.png,b.jpg]")
+    specs = list(cfg.image) if isinstance(cfg.image, ListConfig) else [cfg.image]
+    paths, results = [], []
+    for spec in specs:
+        found, errors = preprocess.image_paths(str(spec))
+        paths += found
+        results += [{"path": s, "error": e} for s, e in errors]
+
+    checkpoint = runs.resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
+    network = runs.load_network(checkpoint)
+
+    prepared = {}
+    for path in paths:
+        try:
+            image = preprocess.open_image(path, max_pixels=cfg.max_pixels)
+        except preprocess.ImageError as exc:
+            results.append({"path": str(path), "error": str(exc)})
+            continue
+        ready = preprocess.prepare(image)
+        if ready.digit is None:
+            results.append({"path": str(path), "error": ready.note})
+        else:
+            prepared[path] = (image, ready)
+
+    if prepared:
+        batch = torch.from_numpy(np.stack([ready.digit for _, ready in prepared.values()]) * 255)
+        with torch.inference_mode():
+            probabilities = network(normalize(batch)).softmax(1)
+        for (path, (_, ready)), probs in zip(prepared.items(), probabilities, strict=True):
+            confidence, digit = probs.max(0)
+            results.append({
+                "path": str(path), "prediction": int(digit), "confidence": round(float(confidence), 6),
+                "probabilities": [round(float(p), 6) for p in probs], "inverted": ready.inverted,
+            })
+
+    order = {str(p): i for i, p in enumerate(paths)}
+    results.sort(key=lambda r: order.get(r["path"], -1))  # the order the user gave, errors for patterns first
+    run_dir = Path(cfg.paths.output_dir)
+    out_file = Path(cfg.predictions_file) if cfg.predictions_file else run_dir / "predictions.jsonl"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    runs.atomic_write_text(out_file, "".join(json.dumps(r) + "\n" for r in results))
+
+    if cfg.visualize and prepared:
+        from mnist_lightning import reports
+
+        for index, result in enumerate(results):
+            if "prediction" not in result:
+                continue
+            image, ready = prepared[Path(result["path"])]
+            title = f"{result['prediction']} ({result['confidence']:.1%})"
+            figure = reports.prediction_figure(image, ready.digit, result["probabilities"], title)
+            reports.save_figure(figure, run_dir / f"{index:03d}_{Path(result['path']).stem}.png")
+
+    print(_table(results, checkpoint, out_file))
+    return results
+
+
+def _table(results: list[dict], checkpoint: Path, out_file: Path) -> str:
+    lines = [f"model: {checkpoint}", ""]
+    width = max([len(r["path"]) for r in results] + [4])
+    lines.append(f"{'image':<{width}}  digit  confidence  " + " ".join(f"{d:>5}" for d in range(10)))
+    for r in results:
+        if "prediction" in r:
+            probs = " ".join(f"{p:5.3f}" for p in r["probabilities"])
+            lines.append(f"{r['path']:<{width}}  {r['prediction']:>5}  {r['confidence']:>10.2%}  {probs}")
+        else:
+            lines.append(f"{r['path']:<{width}}  error: {r['error']}")
+    done = sum("prediction" in r for r in results)
+    lines += ["", f"{done} of {len(results)} images predicted; written to {out_file}"]
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    try:
+        results = predict(cfg)
+    except UserError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    if not any("prediction" in r for r in results):
+        sys.exit(1)  # nothing could be predicted
+
+
+if __name__ == "__main__":
+    main()
