@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mnist_lightning import data
 from mnist_lightning.data import normalize
-from mnist_lightning.errors import DataError
+from mnist_lightning.errors import DataError, UserError
 
 
 class InMemoryMNIST(Dataset):
@@ -78,6 +78,7 @@ class MNISTDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         augment: dict | None = None,
+        shuffle: bool = True,
         download: bool = True,
         files: dict[str, data.FileSpec] | None = None,
     ):
@@ -91,6 +92,7 @@ class MNISTDataModule(pl.LightningDataModule):
         self.val_size, self.split_seed, self.seed = val_size, split_seed, seed
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.augment = RandomAffine(**augment) if augment else None
+        self.shuffle = shuffle
         self.download = download
         self.files = files or data.MNIST_FILES
         self.file_md5: dict[str, str] = {}
@@ -124,7 +126,9 @@ class MNISTDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if trainer is not None and trainer.overfit_batches > 0:
-            shuffle = False  # overfitting wants the same few batches every epoch
+            # Lightning would replace the batch sampler with a per-sample one
+            raise UserError("trainer.overfit_batches does not work with the in-memory batches: use debug=overfit "
+                            "(trainer.limit_train_batches=N with data.shuffle=false)")
         sampler = BatchIndexSampler(len(dataset), batch_size, shuffle, seed=self.seed, rank=rank, world_size=world)
         pin = self.pin_memory
         if pin is None:  # auto: pinned host memory only helps copies to a GPU
@@ -133,7 +137,7 @@ class MNISTDataModule(pl.LightningDataModule):
                           pin_memory=pin, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        return self._loader(self.train_set, self.batch_size, shuffle=self.shuffle)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.eval_batch_size, shuffle=False)

@@ -132,7 +132,7 @@ def load_network(ckpt_path: str | Path, map_location: str = "cpu"):
     except Exception as exc:  # truncated, not a checkpoint, pickled code, another network's weights...
         reason = f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}"
         raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({reason})") from exc
-    return network.eval()
+    return network.to(map_location).eval()  # load_state_dict copies into the parameters' own device
 
 
 def sha256sum(path: str | Path) -> str:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict:
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from mnist_lightning import runs
@@ -41,6 +41,8 @@ def train(cfg: DictConfig) -> dict:
     loggers = build_each(cfg.get("logger"), "logger")
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar it was told not to show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
     if resume_from:

@@ -167,3 +167,16 @@ def test_augmentation_only_touches_training_batches(tiny_mnist):
     assert torch.equal(dm.on_after_batch_transfer(batch, 0)[0], normalize(batch[0]))
     dm.trainer = mock.Mock(training=True, current_epoch=0, global_step=0)
     assert not torch.equal(dm.on_after_batch_transfer(batch, 0)[0], normalize(batch[0]))
+
+
+def test_worker_processes_build_the_same_batches(tiny_mnist):
+    root, files = tiny_mnist
+
+    def batches(workers):
+        dm = MNISTDataModule(data_dir=str(root), files=files, val_size=50, batch_size=40, num_workers=workers)
+        dm.setup()
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(1)
+        return [labels.tolist() for _, labels in loader]
+
+    assert batches(2) == batches(0)

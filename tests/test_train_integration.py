@@ -111,3 +111,22 @@ def test_notebook_runs_on_the_trained_run(trained, mnist_dir, monkeypatch):
             exec(compile("".join(cell["source"]), "explore_run.ipynb", "exec"), namespace)
     assert namespace["probabilities"].shape == (8, 10)
     assert namespace["run_dir"].parent.parent == cwd / "outputs"
+
+
+def test_deterministic_runs_give_identical_metrics_and_weights(tmp_path, mnist_dir):
+    overrides = ["trainer.deterministic=true", "trainer.max_epochs=1", "trainer.limit_train_batches=30",
+                 "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "logger=none",
+                 "callbacks.progress_bar=null", "trainer.enable_progress_bar=false", "seed=7"]
+    results = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        result = run_cli("mnist_lightning.train", *overrides, cwd=tmp_path / name, data_dir=mnist_dir, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (run_dir,) = run_dirs(tmp_path / name)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        results.append((metrics, state))
+    (first, first_state), (second, second_state) = results
+    for key in ("val/acc_best", "test/acc", "test/loss", "global_step"):
+        assert first[key] == second[key], key
+    assert all(torch.equal(first_state[k], second_state[k]) for k in first_state)

@@ -99,7 +99,12 @@ class MNISTLitModule(pl.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer, **self._schedule_length())
+        length = self._schedule_length()
+        try:
+            scheduler = self.scheduler_factory(optimizer=optimizer, **length)
+        except (ValueError, ZeroDivisionError) as exc:  # e.g. OneCycleLR over a handful of steps
+            raise UserError(f"scheduler: {exc.__class__.__name__}: {exc} (schedule length {length}); "
+                            f"use scheduler=none for very short runs") from exc
         interval = self.hparams.scheduler_interval
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
