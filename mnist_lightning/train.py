@@ -43,6 +43,14 @@ def train(cfg: DictConfig) -> dict:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar it was told not to show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    pruning = None
+    if cfg.get("optuna_trial"):  # set by the Optuna sweeper for each trial
+        from mnist_lightning.pruning import OptunaPruning
+
+        trial = cfg.optuna_trial
+        pruner = build(trial.pruner, "optuna_trial.pruner") if trial.get("pruner") else None
+        pruning = OptunaPruning(trial.storage, trial.study_name, trial.number, pruner=pruner)
+        callbacks.append(pruning)
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
     if resume_from:
@@ -53,10 +61,11 @@ def train(cfg: DictConfig) -> dict:
 
     val_acc_best = _number(trainer.callback_metrics.get("val/acc_best"))  # test() replaces callback_metrics
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
+    pruned = pruning is not None and pruning.pruned_at_epoch is not None
+    tested = {} if pruned else trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
 
     metrics = {
-        "state": "finished",
+        "state": "pruned" if pruned else "finished",
         "val/acc_best": val_acc_best,
         "test/acc": _number(tested.get("test/acc")),
         "test/loss": _number(tested.get("test/loss")),
@@ -114,15 +123,21 @@ def main(cfg: DictConfig) -> float | None:
 
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # batches are built in memory
     warnings.filterwarnings("ignore", message=".*treespec.*LeafSpec.*")  # raised inside Lightning itself
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = train(cfg)
-    except UserError as exc:
-        log.error("%s", exc)
-        runs.write_metrics(cfg.paths.output_dir, {"state": "failed", "error": str(exc)})
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+    except Exception as exc:
+        if isinstance(exc, UserError):
+            log.error("%s", exc)
+        elif multirun:
+            log.exception("This job failed")
+        else:
+            raise
+        runs.write_metrics(cfg.paths.output_dir, {"state": "failed", "error": f"{exc.__class__.__name__}: {exc}"})
+        if multirun:
             return None  # the sweep goes on with its other jobs
         sys.exit(2)
-    return metrics.get(cfg.optimized_metric)
+    return metrics.get(cfg.optimized_metric) if metrics["state"] == "finished" else None
 
 
 if __name__ == "__main__":
