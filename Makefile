@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-install only when the dependencies change: a second `make install` does nothing.
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test evaluate predict examples lint tensorboard clean
+.PHONY: install train test evaluate predict examples sweep search summary lint tensorboard clean
 
 install: $(STAMP)
 
@@ -32,6 +32,21 @@ predict: install
 DATA ?= $(if $(MNIST_DATA_DIR),$(MNIST_DATA_DIR),data)
 examples: install
 	$(BIN)/python -m mnist_lightning.examples $(DATA) examples
+
+# a 2x2 grid of one-epoch runs, each in outputs/multirun/<date>/<time>/<job>/
+sweep: install
+	$(BIN)/python -m mnist_lightning.train -m model.optimizer.lr=1e-3,3e-3 data.batch_size=64,128 \
+		trainer.max_epochs=1 $(ARGS)
+
+# Optuna search; running it again continues the study in outputs/studies/ with N_TRIALS more trials
+N_TRIALS ?= 20
+search: install
+	$(BIN)/python -m mnist_lightning.train -m hparams_search=optuna hydra.sweeper.n_trials=$(N_TRIALS) $(ARGS)
+
+# table of the runs under DIR (a sweep folder, default all of outputs/)
+DIR ?= outputs
+summary: install
+	$(BIN)/python -m mnist_lightning.summarize $(DIR)
 
 # make test ARGS="-k datamodule"
 test: install

@@ -58,6 +58,21 @@ def find_runs(outputs_root: str | Path) -> list[Path]:
     return [p.parent for p in sorted(files, key=lambda p: p.stat().st_mtime)]
 
 
+def find_training_runs(root: str | Path) -> list[Path]:
+    """Folders of `train` runs under root (their Hydra job log is train.log), finished or not, sorted by path."""
+    return sorted(p.parent for p in Path(root).glob("**/train.log") if (p.parent / ".hydra").is_dir())
+
+
+def read_overrides(run_dir: str | Path) -> list[str]:
+    """The command-line overrides the run was started with (Hydra's .hydra/overrides.yaml)."""
+    try:
+        import yaml
+
+        return [str(o) for o in yaml.safe_load((Path(run_dir) / ".hydra" / "overrides.yaml").read_text()) or []]
+    except (OSError, ValueError):
+        return []
+
+
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR
 
