@@ -57,7 +57,7 @@ class MNISTLitModule(pl.LightningModule):
                     raise UserError(
                         f"ckpt_path: the checkpoint's {type(config.scheduler).__name__} spans {restored} steps but "
                         f"this run would take {length}. Resume with the original run's trainer.max_epochs and "
-                        f"limits, or start a new run to train longer (or use scheduler=none/step)."
+                        f"limits, or start a new run with more epochs to train longer."
                     )
 
     def training_step(self, batch, batch_idx):
