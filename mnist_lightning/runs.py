@@ -73,10 +73,6 @@ def read_overrides(run_dir: str | Path) -> list[str]:
         return []
 
 
-def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR
-
-
 def newest_last_checkpoint(outputs_root: str | Path) -> Path:
     """The `last.ckpt` written most recently anywhere under `outputs_root` (single runs and sweeps)."""
     candidates = [p for p in Path(outputs_root).glob(f"**/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}") if p.is_file()]
