@@ -31,3 +31,16 @@ def build_each(group: DictConfig | None, key: str) -> list:
     if not group:
         return []
     return [build(node, f"{key}.{name}") for name, node in group.items() if node is not None and "_target_" in node]
+
+
+def build_trainer(node: DictConfig, **kwargs: Any) -> Any:
+    """The Lightning Trainer from the `trainer` group, with `precision: auto` resolved for this machine."""
+    import logging
+
+    from mnist_lightning.hardware import auto_precision
+
+    precision = node.get("precision", "32-true")
+    if precision == "auto":
+        precision, reason = auto_precision(node.get("accelerator", "auto"))
+        logging.getLogger(__name__).info("trainer.precision=auto chose %s: %s", precision, reason)
+    return build(node, "trainer", precision=precision, **kwargs)

@@ -28,6 +28,9 @@ class InMemoryMNIST(Dataset):
     def __getitem__(self, index: torch.Tensor):
         return self.images[index], self.labels[index]
 
+    def to(self, device: torch.device) -> InMemoryMNIST:
+        return InMemoryMNIST(self.images.to(device), self.labels.to(device))
+
 
 class BatchIndexSampler:
     """Yields one index tensor per batch.
@@ -41,9 +44,14 @@ class BatchIndexSampler:
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Skip the first `batches_done` batches the next time epoch `epoch` is iterated (a mid-epoch resume)."""
+        self._resume = (epoch, batches_done)
 
     def _shard_size(self) -> int:
         return math.ceil(self.size / self.world_size)
@@ -61,7 +69,13 @@ class BatchIndexSampler:
         if self.world_size > 1:
             padded = self._shard_size() * self.world_size
             order = torch.cat([order, order[: padded - self.size]])[self.rank :: self.world_size]
-        yield from order[: len(self) * self.batch_size if self.drop_last else None].split(self.batch_size)
+        batches = order[: len(self) * self.batch_size if self.drop_last else None].split(self.batch_size)
+        skip = 0
+        if self._resume is not None:
+            epoch, done = self._resume
+            self._resume = None
+            skip = done if epoch == self.epoch else 0
+        yield from batches[skip:]
 
 
 class MNISTDataModule(pl.LightningDataModule):
@@ -77,6 +91,7 @@ class MNISTDataModule(pl.LightningDataModule):
         seed: int = 42,
         num_workers: int = 0,
         pin_memory: bool | None = None,
+        on_device: bool | None = None,
         augment: dict | None = None,
         shuffle: bool = True,
         download: bool = True,
@@ -90,7 +105,10 @@ class MNISTDataModule(pl.LightningDataModule):
         self.data_dir = Path(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed, self.seed = val_size, split_seed, seed
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_workers, self.pin_memory, self.on_device = num_workers, pin_memory, on_device
+        self._device_copies: dict[tuple[int, str], InMemoryMNIST] = {}
+        self._train_sampler: BatchIndexSampler | None = None
+        self._resume_position: dict | None = None
         self.augment = RandomAffine(**augment) if augment else None
         self.shuffle = shuffle
         self.download = download
@@ -107,22 +125,25 @@ class MNISTDataModule(pl.LightningDataModule):
             data.download(self.data_dir, self.files)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        self.file_md5 = data.verify_files(self.data_dir, self.files)
-        images, labels = data.load_split(self.data_dir, train=True, files=self.files)
-        if self.val_size >= len(images):
-            raise DataError(
-                f"data.val_size={self.val_size} leaves no training images: the training file has {len(images)}. "
-                f"Choose a value below {len(images)}."
-            )
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
-        train_idx, val_idx = order[: len(images) - self.val_size], order[len(images) - self.val_size :]
-        self.train_set = InMemoryMNIST(images[train_idx], labels[train_idx])
-        self.val_set = InMemoryMNIST(images[val_idx], labels[val_idx])
-        self.test_set = InMemoryMNIST(*data.load_split(self.data_dir, train=False, files=self.files))
+        """Load the splits `stage` needs ("test" reads only the test files; fit/validate/None read all)."""
+        names = ("test",) if stage == "test" else ("train", "test")
+        wanted = {k: v for k, v in self.files.items() if k.split("_")[0] in names and v.name not in self.file_md5}
+        self.file_md5.update(data.verify_files(self.data_dir, wanted))
+        if stage != "test" and self.train_set is None:
+            images, labels = data.load_split(self.data_dir, train=True, files=self.files)
+            if self.val_size >= len(images):
+                raise DataError(
+                    f"data.val_size={self.val_size} leaves no training images: the training file has "
+                    f"{len(images)}. Choose a value below {len(images)}."
+                )
+            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
+            train_idx, val_idx = order[: len(images) - self.val_size], order[len(images) - self.val_size :]
+            self.train_set = InMemoryMNIST(images[train_idx], labels[train_idx])
+            self.val_set = InMemoryMNIST(images[val_idx], labels[val_idx])
+        if self.test_set is None:
+            self.test_set = InMemoryMNIST(*data.load_split(self.data_dir, train=False, files=self.files))
 
-    def _loader(self, dataset: InMemoryMNIST, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: InMemoryMNIST, batch_size: int, shuffle: bool, train: bool = False) -> DataLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if trainer is not None and trainer.overfit_batches > 0:
@@ -130,14 +151,44 @@ class MNISTDataModule(pl.LightningDataModule):
             raise UserError("trainer.overfit_batches does not work with the in-memory batches: use debug=overfit "
                             "(trainer.limit_train_batches=N with data.shuffle=false)")
         sampler = BatchIndexSampler(len(dataset), batch_size, shuffle, seed=self.seed, rank=rank, world_size=world)
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        # DataLoader draws a seed for its workers at every iter(); its own generator keeps that draw
+        # off the global RNG, whose stream (dropout) must not depend on how many loaders were started
+        extra = {"generator": torch.Generator().manual_seed(self.seed)}
+        if train:
+            self._train_sampler = sampler
+            if self._resume_position is not None:  # restored from a checkpoint: continue mid-epoch
+                sampler.resume_at(self._resume_position["epoch"], self._resume_position["batches_done"])
+                self._resume_position = None
+        on_device = self.on_device
+        if on_device is None:  # auto: a GPU holds the whole split (about 55 MB) and indexes batches itself
+            on_device = device.type == "cuda" and self.num_workers == 0
+        if on_device and device.type != "cpu":
+            if self.num_workers:
+                raise UserError("data.on_device=true needs data.num_workers=0: workers cannot index GPU tensors")
+            key = (id(dataset), str(device))
+            if key not in self._device_copies:
+                self._device_copies[key] = dataset.to(device)
+            return DataLoader(self._device_copies[key], sampler=sampler, batch_size=None, num_workers=0, **extra)
         pin = self.pin_memory
         if pin is None:  # auto: pinned host memory only helps copies to a GPU
-            pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
+            pin = device.type == "cuda"
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          pin_memory=pin, persistent_workers=self.num_workers > 0)
+                          pin_memory=pin, persistent_workers=self.num_workers > 0, **extra)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=self.shuffle)
+        return self._loader(self.train_set, self.batch_size, shuffle=self.shuffle, train=True)
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the position in the training epoch, so a resume continues mid-epoch."""
+        if self._train_sampler is None or self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_position": {"epoch": self._train_sampler.epoch, "batches_done": done}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Lightning restores this before it builds the training loader
+        self._resume_position = state_dict.get("train_position")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.eval_batch_size, shuffle=False)

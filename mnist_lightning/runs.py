@@ -13,8 +13,10 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import BinaryIO
 
 from mnist_lightning.errors import UserError
 
@@ -24,19 +26,42 @@ LAST_CHECKPOINT = "last.ckpt"
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "omegaconf")
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename it, so readers never see half a file."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(file)` into a temporary file in the same folder, flush, fsync, rename over `path`.
+
+    Readers and a process killed at any moment see the old file or the new one, never half a file.
+    """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_metrics(run_dir: str | Path, metrics: dict) -> Path:
@@ -92,6 +117,25 @@ def resume_checkpoint(ckpt_path: str | None, outputs_root: str | Path) -> Path |
     if not path.is_file():
         raise UserError(f"ckpt_path={ckpt_path}: no such file. Give an existing .ckpt file or ckpt_path=last.")
     return path
+
+
+def check_resumable(checkpoint: Path, net: dict) -> None:
+    """Refuse, naming the setting, a resume whose checkpoint is not a training checkpoint of this network."""
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        saved = dict(state["hyper_parameters"]["net"])
+        state["loops"], state["optimizer_states"]  # noqa: B018 - a training checkpoint has both
+    except Exception as exc:
+        reason = f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
+        raise UserError(f"ckpt_path={checkpoint}: not a resumable mnist_lightning training checkpoint ({reason})") \
+            from exc
+    if saved != net:
+        changed = sorted(k for k in set(saved) | set(net) if saved.get(k) != net.get(k))
+        detail = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {net.get(k)!r} now" for k in changed)
+        raise UserError(f"ckpt_path={checkpoint}: the checkpoint's network differs from model.net ({detail}). "
+                        f"Resume with the run's own model settings, or start a new run without ckpt_path.")
 
 
 def _usable(path: Path) -> bool:

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from conftest import CONF_DIR, run_cli
-from mnist_lightning.config import build, build_each
+from mnist_lightning.config import build, build_each, build_trainer
 from mnist_lightning.errors import UserError
 
 GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in CONF_DIR.iterdir() if group.is_dir()}
@@ -35,7 +35,7 @@ def test_groups_named_in_the_layout_exist():
                   "experiment", "debug"):
         assert GROUPS.get(group), f"conf/{group}/ is missing"
     assert {"cnn", "mlp"} <= set(GROUPS["model"])
-    assert {"default", "cpu", "gpu", "ddp"} <= set(GROUPS["trainer"])
+    assert {"default", "cpu", "gpu", "ddp", "ddp_cpu"} <= set(GROUPS["trainer"])
     assert {"adam", "adamw", "sgd"} <= set(GROUPS["optimizer"])
     assert {"onecycle", "cosine", "step", "none"} <= set(GROUPS["scheduler"])
     assert {"tensorboard", "csv", "none"} <= set(GROUPS["logger"])
@@ -57,7 +57,7 @@ def test_every_option_composes_and_builds(group, option, tmp_path, mnist_dir):
     if cfg.trainer.accelerator in ("auto", "cpu"):  # gpu and ddp need a GPU to build
         import lightning.pytorch as pl
 
-        trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+        trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         assert isinstance(trainer, pl.Trainer)
 
 

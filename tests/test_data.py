@@ -180,3 +180,16 @@ def test_worker_processes_build_the_same_batches(tiny_mnist):
         return [labels.tolist() for _, labels in loader]
 
     assert batches(2) == batches(0)
+
+
+def test_sampler_resumes_mid_epoch_with_the_remaining_batches_only():
+    def batches(resume=None, epoch=1):
+        sampler = BatchIndexSampler(100, 8, shuffle=True, seed=5)
+        if resume:
+            sampler.resume_at(*resume)
+        sampler.set_epoch(epoch)
+        return [b.tolist() for b in sampler]
+
+    full = batches()
+    assert batches(resume=(1, 5)) == full[5:]
+    assert batches(resume=(0, 5)) == full  # a position saved in another epoch does not apply

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import FAST, run_cli, run_dirs
+from conftest import run_cli, run_dirs
 
 
 def test_run_folder_has_everything(trained):
     _, run_dir, result = trained
-    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-\d{6}", "/".join(run_dir.parts[-2:]))
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-\d{6}-\d+", "/".join(run_dir.parts[-2:]))
     for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "train.log", "checkpoints/last.ckpt"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
@@ -33,6 +34,8 @@ def test_metrics_json(trained):
     assert metrics["data_md5"]["train-images-idx3-ubyte"] == "6bbc9ace898e44ae57da46a324031adb"
     assert metrics["versions"]["torch"] and metrics["versions"]["lightning"] and metrics["wall_time_s"] > 0
     assert "git_commit" in metrics
+    assert metrics["precision"] == "32-true"  # precision=auto on a CPU without native bf16
+    assert len(metrics["epoch_time_s"]) == 2 and all(rate > 0 for rate in metrics["train_samples_per_s"])
 
 
 def test_tensorboard_has_the_curves_and_hparams(trained):
@@ -66,35 +69,51 @@ def test_best_checkpoint_reloads_and_reproduces_test_accuracy(trained, mnist_dir
     assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-5)
 
 
-def test_resume_continues_from_the_saved_epoch(trained, mnist_dir):
-    """Resume the run as if it had stopped after its first epoch: only the second epoch is trained."""
+def copy_of(trained, tmp_path) -> tuple[Path, Path]:
+    """A copy of the shared trained project, so a resume (which writes into the run folder) leaves it alone."""
+    cwd, run_dir, _ = trained
+    shutil.copytree(cwd, tmp_path / "project")
+    return tmp_path / "project", tmp_path / "project" / run_dir.relative_to(cwd)
+
+
+def test_resume_continues_the_run_in_its_own_folder(trained, mnist_dir, tmp_path):
+    """Resume the run as if it had stopped after its first epoch: only the second epoch is trained, in the same
+    folder, with the run's own overrides, and its TensorBoard curves continue there."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cwd, first_run, _ = trained
-    (after_first_epoch,) = (first_run / "checkpoints").glob("epoch_00-*.ckpt")
-    result = run_cli("mnist_lightning.train", f"ckpt_path={after_first_epoch}", *FAST, cwd=cwd, data_dir=mnist_dir)
+    cwd, run_dir = copy_of(trained, tmp_path)
+    first = json.loads((run_dir / "metrics.json").read_text())
+    (after_first_epoch,) = (run_dir / "checkpoints").glob("epoch_00-*.ckpt")
+    events_before = set((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    result = run_cli("mnist_lightning.train", f"ckpt_path={after_first_epoch}", cwd=cwd, data_dir=mnist_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (resumed,) = [d for d in run_dirs(cwd) if d != first_run]
-    metrics = json.loads((resumed / "metrics.json").read_text())
-    first = json.loads((first_run / "metrics.json").read_text())
-    assert metrics["resumed_from"] == str(after_first_epoch)
-    assert metrics["epochs"] == 2 and metrics["global_step"] == 300
+    assert run_dirs(cwd) == [run_dir]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_from"] == str(after_first_epoch.resolve())
+    assert [r["from"] for r in metrics["resumes"]] == [str(after_first_epoch.resolve())]
+    assert metrics["epochs"] == 2 and metrics["global_step"] == 300  # the saved limits came back with the run
     assert metrics["val/acc_best"] >= float(after_first_epoch.stem.split("val_acc_")[1]) - 1e-4  # best so far kept
     assert metrics["test/acc"] > 0.95 and abs(metrics["test/acc"] - first["test/acc"]) < 0.01
-    events = EventAccumulator(str(resumed / "tensorboard"))
-    events.Reload()
-    steps = [event.step for event in events.Scalars("train/loss")]
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == (trained[1] / ".hydra/overrides.yaml").read_text()
+    assert list((run_dir / ".hydra").glob("resume-*/overrides.yaml"))
+    steps = []
+    for path in set((run_dir / "tensorboard").glob("events.out.tfevents.*")) - events_before:
+        events = EventAccumulator(str(path))
+        events.Reload()
+        if "train/loss" in events.Tags()["scalars"]:
+            steps += [event.step for event in events.Scalars("train/loss")]
     assert steps and min(steps) >= 150  # nothing of the first epoch was trained again
 
 
-def test_resume_past_the_schedule_is_refused_with_a_clear_message(trained, mnist_dir):
-    cwd, first_run, _ = trained
-    overrides = [o for o in FAST if not o.startswith("trainer.max_epochs")]
-    result = run_cli("mnist_lightning.train", "ckpt_path=last", "trainer.max_epochs=3", *overrides,
-                     cwd=cwd, data_dir=mnist_dir, timeout=300)
+def test_resume_past_the_schedule_is_refused_with_a_clear_message(trained, mnist_dir, tmp_path):
+    cwd, run_dir = copy_of(trained, tmp_path)
+    before = (run_dir / "metrics.json").read_text()
+    result = run_cli("mnist_lightning.train", "ckpt_path=last", "trainer.max_epochs=3", cwd=cwd, data_dir=mnist_dir,
+                     timeout=300)
     assert result.returncode == 2
     assert "OneCycleLR spans 300 steps but this run would take 450" in result.stderr
     assert "Traceback" not in result.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["state"] == json.loads(before)["state"] == "finished"
 
 
 def test_notebook_runs_on_the_trained_run(trained, mnist_dir, monkeypatch):

@@ -1,0 +1,207 @@
+"""Faults injected for real: SIGKILL and SIGTERM at a training step, kills during a checkpoint write, misuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli, run_dirs
+
+# 2 epochs of 40 batches, a periodic last.ckpt every 7 steps, deterministic: a kill can land anywhere
+SHORT = ["trainer.deterministic=true", "trainer.max_epochs=2", "trainer.limit_train_batches=40",
+         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "callbacks.progress_bar=null",
+         "trainer.enable_progress_bar=false", "callbacks.periodic_checkpoint.every_n_train_steps=7", "seed=3"]
+
+
+def start(cwd: Path, data_dir: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "MNIST_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "mnist_lightning.train", *overrides], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(cwd: Path, proc: subprocess.Popen, timeout: float = 240) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list((cwd / "outputs").glob("*/*/checkpoints/last.ckpt"))
+        if found:
+            return found[0]
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def final_state(run_dir: Path) -> tuple[dict, dict]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    return metrics, weights
+
+
+def assert_same_run(a: tuple[dict, dict], b: tuple[dict, dict]) -> None:
+    (metrics_a, weights_a), (metrics_b, weights_b) = a, b
+    assert metrics_b["state"] == "finished"
+    for key in ("val/acc_best", "test/acc", "test/loss", "global_step", "epochs"):
+        assert metrics_a[key] == metrics_b[key], (key, metrics_a[key], metrics_b[key])
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, mnist_dir):
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    result = run_cli("mnist_lightning.train", *SHORT, cwd=cwd, data_dir=mnist_dir, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = run_dirs(cwd)
+    return final_state(run_dir)
+
+
+def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path, mnist_dir, uninterrupted):
+    proc = start(tmp_path, mnist_dir, *SHORT)
+    wait_for_checkpoint(tmp_path, proc)
+    time.sleep(random.uniform(0.0, 4.0))  # anywhere later: mid-epoch, in validation, or while a checkpoint is written
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    (run_dir,) = run_dirs(tmp_path)
+    killed_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+
+    result = run_cli("mnist_lightning.train", "ckpt_path=last", cwd=tmp_path, data_dir=mnist_dir, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_dirs(tmp_path) == [run_dir], "the resume must write into the same run folder"
+    resumed = final_state(run_dir)
+    assert resumed[0]["resumes"][0]["from"].endswith("last.ckpt")
+    assert_same_run(uninterrupted, resumed), f"resumed from step {killed_at}"
+
+
+def interrupt(cwd: Path, data_dir: Path, signum: int) -> tuple[Path, dict]:
+    proc = start(cwd, data_dir, *SHORT)
+    wait_for_checkpoint(cwd, proc)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, stderr[-3000:]
+    assert "Traceback" not in stderr and "ckpt_path=" in stderr
+    (run_dir,) = run_dirs(cwd)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["state"] == "interrupted" and metrics["signal"] == signal.Signals(signum).name
+    checkpoint = torch.load(metrics["checkpoint"], weights_only=True)
+    assert checkpoint["global_step"] == metrics["global_step"] > 0
+    return run_dir, metrics
+
+
+def test_sigterm_saves_a_checkpoint_marks_the_run_interrupted_and_resumes_exactly(tmp_path, mnist_dir,
+                                                                                 uninterrupted):
+    run_dir, metrics = interrupt(tmp_path, mnist_dir, signal.SIGTERM)
+    summary = run_cli("mnist_lightning.summarize", "outputs", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
+    assert "interrupted" in summary.stdout
+
+    result = run_cli("mnist_lightning.train", f"ckpt_path={metrics['checkpoint']}", cwd=tmp_path, data_dir=mnist_dir,
+                     timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_dirs(tmp_path) == [run_dir]
+    assert_same_run(uninterrupted, final_state(run_dir))
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, mnist_dir):
+    interrupt(tmp_path, mnist_dir, signal.SIGINT)
+
+
+KILL_WHILE_SAVING = """
+import sys, torch
+from mnist_lightning.fault import AtomicCheckpointIO
+io, version = AtomicCheckpointIO(), 0
+while True:
+    version += 1
+    io.save_checkpoint({"version": version, "weights": torch.full((4_000_000,), float(version))}, sys.argv[1])
+    print(version, flush=True)
+"""
+
+
+def test_kill_during_checkpoint_write_leaves_the_previous_or_the_new_file(tmp_path):
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", KILL_WHILE_SAVING, str(target)], stdout=subprocess.PIPE,
+                                text=True)
+        proc.stdout.readline()  # one complete save, then kill somewhere inside a later one
+        time.sleep(random.uniform(0.0, 0.3))
+        proc.kill()
+        proc.communicate()
+        state = torch.load(target, weights_only=True)
+        assert torch.equal(state["weights"], torch.full((4_000_000,), float(state["version"])))
+    assert [p.name for p in target.parent.iterdir() if p.suffix == ".ckpt"] == ["last.ckpt"]
+
+
+def test_atomic_save_that_fails_keeps_the_old_file(tmp_path):
+    from mnist_lightning.fault import AtomicCheckpointIO
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle this")
+
+    target = tmp_path / "best.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"version": 1}, target)
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        io.save_checkpoint({"version": 2, "bad": Unpicklable()}, target)
+    assert torch.load(target, weights_only=True) == {"version": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]  # no temporary file left behind
+
+
+def test_resolver_skips_temporary_files_of_an_interrupted_save(tmp_path):
+    from mnist_lightning import runs
+
+    run_dir = tmp_path / "outputs" / "2026-01-01" / "00-00-00-000000-1"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / ".epoch_01.ckpt.x1y2.tmp").write_bytes(b"partial")
+    runs.write_metrics(run_dir, {"state": "interrupted", "best_checkpoint": "checkpoints/.epoch_01.ckpt.x1y2.tmp"})
+    with pytest.raises(runs.UserError, match="No trained model"):
+        runs.resolve_model(None, "best", tmp_path / "outputs")
+
+
+def test_resume_with_another_network_is_refused_before_training(trained, mnist_dir, tmp_path):
+    _, run_dir, _ = trained
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    result = run_cli("mnist_lightning.train", f"ckpt_path={checkpoint}", "model.net.hidden=64",
+                     "hydra.run.dir=" + str(tmp_path / "run"), cwd=tmp_path, data_dir=mnist_dir, timeout=120)
+    assert result.returncode == 2
+    assert "model.net" in result.stderr and "hidden: 128 in the checkpoint, 64 now" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_or_foreign_checkpoint_is_refused_in_one_line(tmp_path, mnist_dir):
+    from mnist_lightning import runs
+
+    missing = run_cli("mnist_lightning.train", f"ckpt_path={tmp_path / 'nope.ckpt'}", cwd=tmp_path,
+                      data_dir=mnist_dir, timeout=120)
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(runs.UserError, match="not a resumable mnist_lightning training checkpoint"):
+        runs.check_resumable(foreign, {"arch": "cnn"})
+
+
+def test_unwritable_output_folder_is_refused_before_anything_runs(tmp_path, mnist_dir):
+    blocker = tmp_path / "outputs"
+    blocker.write_text("a file where the outputs folder should be")
+    result = run_cli("mnist_lightning.train", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
+    assert result.returncode == 2
+    assert "is not a writable folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_runs_started_together_get_their_own_folders(tmp_path, mnist_dir):
+    tiny = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1", "scheduler=none", "logger=none", "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null"]
+    procs = [start(tmp_path, mnist_dir, *tiny) for _ in range(2)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+    folders = run_dirs(tmp_path)
+    assert len(folders) == 2
+    assert all(json.loads((d / "metrics.json").read_text())["state"] == "finished" for d in folders)
