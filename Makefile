@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-install only when the dependencies change: a second `make install` does nothing.
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test evaluate predict examples sweep search summary lint tensorboard clean
+.PHONY: install train test evaluate predict examples sweep search summary benchmark benchmark-quick lint tensorboard clean
 
 install: $(STAMP)
 
@@ -48,12 +48,21 @@ DIR ?= outputs
 summary: install
 	$(BIN)/python -m mnist_lightning.summarize $(DIR)
 
+# side by side with the plain-PyTorch baseline: benchmarks/results/<machine>.json and BENCHMARKS.md
+# (about 30 min on 2 CPU cores; ARGS="--only inference" for a part)
+benchmark: install
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
+# the same on tiny limits, to check the harness; writes only under outputs/benchmarks/quick
+benchmark-quick: install
+	$(BIN)/python benchmarks/run.py --quick --out outputs/benchmarks/quick $(ARGS)
+
 # make test ARGS="-k datamodule"
 test: install
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: install
-	$(BIN)/ruff check mnist_lightning tests
+	$(BIN)/ruff check mnist_lightning tests benchmarks hydra_plugins
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir outputs

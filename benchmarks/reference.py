@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit-batches", type=int, default=0, help="stop each epoch after N batches (0: all)")
+    parser.add_argument("--eval-limit", type=int, default=0, help="evaluate on the first N val/test images (0: all)")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
@@ -46,6 +47,8 @@ def main() -> None:
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(12345)).tolist()
     train, val = Subset(full, order[:55_000]), Subset(full, order[55_000:])
     test = datasets.MNIST(args.data_dir, train=False, download=True, transform=transform)
+    if args.eval_limit:  # smoke runs only: the figures then describe part of the sets
+        val, test = Subset(val, range(args.eval_limit)), Subset(test, range(args.eval_limit))
     train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=0)
     val_loader = DataLoader(val, batch_size=1000, num_workers=0)
     test_loader = DataLoader(test, batch_size=1000, num_workers=0)

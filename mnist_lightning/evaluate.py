@@ -10,11 +10,15 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
 
 from mnist_lightning.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +33,22 @@ def pick_device(name: str):
     return torch.device(name)
 
 
-def evaluate(cfg: DictConfig) -> dict:
+def predict_logits(network, images, batch_size: int, device) -> torch.Tensor:
+    """Logits (N, 10) on the CPU for uint8 images (N, 28, 28), `batch_size` at a time on `device`."""
     import torch
+
+    from mnist_lightning.data import normalize
+
+    with torch.inference_mode():
+        return torch.cat([network(normalize(chunk.to(device, non_blocking=True))).float().cpu()
+                          for chunk in images.split(batch_size)])
+
+
+def evaluate(cfg: DictConfig) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     from mnist_lightning import reports, runs
     from mnist_lightning.config import build
-    from mnist_lightning.data import normalize
 
     started = time.time()
     run_dir = Path(cfg.paths.output_dir)
@@ -48,11 +61,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("test")
     images, labels = datamodule.test_set.images, datamodule.test_set.labels
-    with torch.inference_mode():
-        logits = torch.cat([
-            network(normalize(chunk.to(device, non_blocking=True))).float().cpu()
-            for chunk in images.split(datamodule.eval_batch_size)
-        ])
+    logits = predict_logits(network, images, datamodule.eval_batch_size, device)
 
     metrics = reports.classification_metrics(logits, labels, n_bins=cfg.n_bins)
     probs = logits.softmax(1)

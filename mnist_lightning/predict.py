@@ -11,21 +11,33 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_lightning.errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
 
-def predict(cfg: DictConfig) -> list[dict]:
+def classify(network, digits: list) -> torch.Tensor:
+    """Class probabilities (N, 10) for prepared 28x28 digits (`preprocess.prepare(...).digit`, values in 0..1)."""
     import numpy as np
     import torch
 
-    from mnist_lightning import preprocess, runs
     from mnist_lightning.data import normalize
+
+    batch = torch.from_numpy(np.stack(digits) * 255)
+    with torch.inference_mode():
+        return network(normalize(batch)).softmax(1)
+
+
+def predict(cfg: DictConfig) -> list[dict]:
+    from mnist_lightning import preprocess, runs
 
     if OmegaConf.is_missing(cfg, "image"):
         raise UserError("image=PATH is required: a file, a folder of images, a glob such as 'digits/*.png', "
@@ -54,9 +66,7 @@ def predict(cfg: DictConfig) -> list[dict]:
             prepared[path] = (image, ready)
 
     if prepared:
-        batch = torch.from_numpy(np.stack([ready.digit for _, ready in prepared.values()]) * 255)
-        with torch.inference_mode():
-            probabilities = network(normalize(batch)).softmax(1)
+        probabilities = classify(network, [ready.digit for _, ready in prepared.values()])
         for (path, (_, ready)), probs in zip(prepared.items(), probabilities, strict=True):
             confidence, digit = probs.max(0)
             results.append({

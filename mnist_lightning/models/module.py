@@ -9,6 +9,7 @@ from functools import partial
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -25,7 +26,7 @@ class MNISTLitModule(pl.LightningModule):
     """
 
     def __init__(self, net: dict, optimizer: Callable | None = None, scheduler: Callable | None = None,
-                 scheduler_interval: str = "epoch", num_classes: int = 10):
+                 scheduler_interval: str = "epoch", num_classes: int = 10, compile: bool = False):
         super().__init__()
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval={scheduler_interval!r}: must be 'step' or 'epoch'")
@@ -37,6 +38,8 @@ class MNISTLitModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.net = build_network(**net)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        # torch.compile'd view of self.net, kept out of the module tree so checkpoints hold plain weights
+        self.__dict__["_compiled"] = torch.compile(self.net) if compile else None
 
         # average="micro" is plain accuracy; MulticlassAccuracy's own default is the macro mean of per-class recall
         self.train_acc, self.val_acc, self.test_acc = (
@@ -46,7 +49,16 @@ class MNISTLitModule(pl.LightningModule):
         self.val_acc_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best so far
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        compiled = self.__dict__["_compiled"]
+        if compiled is None:
+            return self.net(x)
+        try:
+            return compiled(x)
+        except Exception as exc:  # compilers missing or the platform unsupported: train uncompiled instead
+            self.__dict__["_compiled"] = None
+            rank_zero_warn(f"model.compile=true: torch.compile failed here ({exc.__class__.__name__}: "
+                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); running uncompiled")
+            return self.net(x)
 
     def on_train_start(self) -> None:
         # After a resume the scheduler comes from the checkpoint: its length must match this run's.

@@ -1,0 +1,382 @@
+"""The benchmark harness: `make benchmark` (full) or `make benchmark-quick` (tiny limits, a smoke run).
+
+Runs each figure of ours side by side with its baseline, alternating the runs so that both see the
+same machine, and takes medians. Writes the results as JSON and renders BENCHMARKS.md from every
+results file in benchmarks/results/. Figures that a quick run produces are not comparable: they only
+show that the harness works.
+
+    python benchmarks/run.py                      # full: about 30 min on 2 CPU cores
+    python benchmarks/run.py --quick --out outputs/benchmarks/quick
+    python benchmarks/run.py --only inference,evaluation
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BENCHMARKS = ("training", "time_to_accuracy", "evaluation", "inference")
+TARGET_ACC = 0.99
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny limits: checks the harness, figures mean nothing")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per figure (default 3, quick 1)")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
+    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", str(ROOT / "data")))
+    parser.add_argument("--out", default=None, help="folder for results.json and BENCHMARKS.md "
+                        "(default: benchmarks/results/<machine>.json and ./BENCHMARKS.md)")
+    args = parser.parse_args(argv)
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    if not (Path(args.data_dir) / "MNIST" / "raw").is_dir():
+        parser.error(f"--data-dir {args.data_dir}: no MNIST/raw there; set MNIST_DATA_DIR or pass --data-dir")
+    repeats = args.repeats or (1 if args.quick else 3)
+
+    from mnist_lightning.runs import lineage
+
+    info = lineage()
+    bench = Bench(Path(args.data_dir), quick=args.quick, repeats=repeats)
+    results = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "repeats": repeats,
+        "machine": info["machine"],
+        "versions": info["versions"],
+        "git_commit": info["git_commit"],
+        "git_dirty": info["git_dirty"],
+        "rows": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="mnist-bench-") as scratch:
+        bench.scratch = Path(scratch)
+        for name in only:
+            started = time.perf_counter()
+            log(f"== {name}")
+            results["rows"] += getattr(bench, name)()
+            log(f"   {name} took {time.perf_counter() - started:.0f} s")
+
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (out / "BENCHMARKS.md").write_text(render([results]))
+        log(f"wrote {out / 'results.json'} and {out / 'BENCHMARKS.md'}")
+    else:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{slug(info['machine'])}.json"
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        all_results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+        (ROOT / "BENCHMARKS.md").write_text(render(all_results))
+        log(f"wrote {path} and {ROOT / 'BENCHMARKS.md'}")
+    print(render([results]))
+    return 0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def slug(machine: dict) -> str:
+    name = machine.get("accelerator") or machine.get("cpu") or "machine"
+    text = "".join(c if c.isalnum() else "-" for c in name.lower())
+    return "-".join(part for part in text.split("-") if part)[:60]
+
+
+def median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def row(benchmark: str, figure: str, ours, baseline=None, unit: str = "", better: str = "lower",
+        target: str = "", met: bool | None = None, method: str = "", runs: dict | None = None) -> dict:
+    ratio = None
+    if isinstance(ours, (int, float)) and isinstance(baseline, (int, float)) and ours and baseline:
+        ratio = baseline / ours if better == "lower" else ours / baseline  # > 1: ours is better
+    return {"benchmark": benchmark, "figure": figure, "ours": ours, "baseline": baseline, "unit": unit,
+            "ratio": round(ratio, 3) if ratio else None, "better": better, "target": target, "met": met,
+            "method": method, "runs": runs or {}}
+
+
+class Bench:
+    def __init__(self, data_dir: Path, quick: bool, repeats: int):
+        self.data_dir, self.quick, self.repeats = data_dir.resolve(), quick, repeats
+        self.scratch = Path(tempfile.gettempdir())
+        self.checkpoint: Path | None = None  # a checkpoint of ours, for the inference figures
+        self.env = {**os.environ, "MNIST_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+
+    # -- running children -------------------------------------------------------------------------------------
+
+    def child(self, name: str, args: list[str]) -> dict:
+        """Run `python args...` to completion; its stdout lines, wall seconds and peak RSS (MB)."""
+        out_path, err_path = self.scratch / f"{name}.out", self.scratch / f"{name}.err"
+        started = time.perf_counter()
+        with open(out_path, "w") as out, open(err_path, "w") as err:
+            proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=out, stderr=err)
+            _, status, usage = os.wait4(proc.pid, 0)  # reaps it and gives its own resource usage
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            tail = err_path.read_text().strip().splitlines()[-15:]
+            raise RuntimeError(f"{' '.join(args)} exited with {proc.returncode}:\n" + "\n".join(tail))
+        rss_mb = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20
+        return {"lines": out_path.read_text().splitlines(), "wall_s": wall, "rss_mb": rss_mb}
+
+    def baseline(self, name: str, epochs: int) -> dict:
+        limit = ["--limit-batches", "20", "--eval-limit", "1000"] if self.quick else []
+        got = self.child(name, ["benchmarks/reference.py", "--data-dir", str(self.data_dir),
+                                "--epochs", str(epochs), *limit])
+        got["epochs"] = [json.loads(line) for line in got["lines"] if line.startswith('{"epoch"')]
+        return got
+
+    def train(self, name: str, overrides: list[str]) -> dict:
+        run_dir = self.scratch / name
+        limits = (["trainer.limit_train_batches=20", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+                   "trainer.num_sanity_val_steps=0"] if self.quick else [])
+        got = self.child(name, ["-m", "mnist_lightning.train", f"hydra.run.dir={run_dir}",
+                                "trainer.enable_progress_bar=false", *overrides, *limits])
+        got["metrics"] = json.loads((run_dir / "metrics.json").read_text())
+        got["run_dir"] = run_dir
+        return got
+
+    def raw(self, name: str) -> dict:
+        limit = ["--limit-batches", "20", "--limit-val-batches", "2"] if self.quick else []
+        got = self.child(name, ["benchmarks/raw_loop.py", "--data-dir", str(self.data_dir), "--epochs", "1", *limit])
+        got["epochs"] = [json.loads(line) for line in got["lines"] if line.startswith('{"epoch"')]
+        return got
+
+    # -- the benchmarks ---------------------------------------------------------------------------------------
+
+    def training(self) -> list[dict]:
+        """One epoch (55,000 train + 5,000 val) of the baseline, our default config, and our raw loop."""
+        base, ours, raw = [], [], []
+        for i in range(self.repeats):  # interleaved, so that all three see the same machine
+            b = self.baseline(f"baseline_epoch_{i}", epochs=1)
+            base.append({"epoch_s": b["epochs"][0]["epoch_s"], "samples_per_s": b["epochs"][0]["train_samples_per_s"],
+                         "rss_mb": b["rss_mb"], "test_acc": b["epochs"][0]["test_acc"]})
+            log(f"   baseline {base[-1]}")
+            o = self.train(f"ours_epoch_{i}", ["trainer.max_epochs=1"])
+            m = o["metrics"]
+            ours.append({"epoch_s": m["epoch_time_s"][0], "samples_per_s": m["train_samples_per_s"][0],
+                         "rss_mb": o["rss_mb"], "test_acc": m["test/acc"], "precision": m["precision"]})
+            log(f"   ours     {ours[-1]}")
+            self.checkpoint = o["run_dir"] / m["best_checkpoint"]
+            r = self.raw(f"raw_epoch_{i}")
+            raw.append({"epoch_s": r["epochs"][0]["epoch_s"], "samples_per_s": r["epochs"][0]["train_samples_per_s"]})
+            log(f"   raw loop {raw[-1]}")
+        pick = lambda runs, key: median([r[key] for r in runs])  # noqa: E731
+        epoch_ours, epoch_base, epoch_raw = pick(ours, "epoch_s"), pick(base, "epoch_s"), pick(raw, "epoch_s")
+        speedup = epoch_base / epoch_ours
+        overhead = epoch_ours / epoch_raw - 1
+        rss_ratio = pick(ours, "rss_mb") / pick(base, "rss_mb")
+        note = f"median of {self.repeats}; default config with trainer.max_epochs=1 (precision {ours[0]['precision']})"
+        return [
+            row("training", "epoch time, 55,000 train + 5,000 val (s)", epoch_ours, epoch_base, "s",
+                target=">= 2.0x faster", met=speedup >= 2.0, method=note, runs={"ours": ours, "baseline": base}),
+            row("training", "training throughput (samples/s)", pick(ours, "samples_per_s"),
+                pick(base, "samples_per_s"), "samples/s", better="higher", method=note),
+            row("training", "Trainer vs raw loop on our data path, epoch time (s)", epoch_ours, epoch_raw, "s",
+                target="<= 5% slower", met=overhead <= 0.05,
+                method=f"{note}; raw loop: benchmarks/raw_loop.py. Overhead {overhead:+.1%}", runs={"raw": raw}),
+            row("training", "peak RSS of a training run (MB)", pick(ours, "rss_mb"), pick(base, "rss_mb"), "MB",
+                target="<= 1.2x the baseline", met=rss_ratio <= 1.2,
+                method=f"{note}; RSS of the whole process (wait4). Ratio ours/baseline {rss_ratio:.2f}"),
+        ]
+
+    def time_to_accuracy(self) -> list[dict]:
+        """Baseline: training time until its test accuracy first reaches 99%. Ours: experiment=fast, 3 seeds."""
+        b = self.baseline("baseline_5_epochs", epochs=1 if self.quick else 5)
+        reached = [e for e in b["epochs"] if e["test_acc"] >= TARGET_ACC]
+        base_time = reached[0]["training_time_s"] if reached else None
+        base_note = (f"reached {reached[0]['test_acc']:.2%} after epoch {reached[0]['epoch']}" if reached else
+                     f"never reached 99% in {len(b['epochs'])} epochs "
+                     f"(best {max(e['test_acc'] for e in b['epochs']):.2%})")
+        log(f"   baseline {base_note}, {b['epochs']}")
+        seeds, ours = ((1,) if self.quick else (1, 2, 3)), []
+        for seed in seeds:
+            o = self.train(f"fast_seed_{seed}", ["experiment=fast", f"seed={seed}"])
+            m = o["metrics"]
+            hit = m.get("target_reached")
+            seconds = hit["seconds"] if hit else round(sum(m["epoch_time_s"] or [0]), 2)
+            ours.append({"seed": seed, "seconds": seconds, "test_acc": m["test/acc"], "stopped_early": bool(hit),
+                         "epochs": m["epochs"], "global_step": m["global_step"]})
+            log(f"   fast     {ours[-1]}")
+        all_reached = all(r["test_acc"] is not None and r["test_acc"] >= TARGET_ACC for r in ours)
+        worst = max(r["seconds"] for r in ours)
+        accs = [r["test_acc"] for r in ours]
+        spread = f"test accuracy {min(accs):.2%} to {max(accs):.2%} over seeds {seeds}"
+        met = all_reached and base_time is not None and worst <= 0.25 * base_time
+        return [
+            row("time_to_accuracy", "training time to >= 99.0% test accuracy (s), slowest seed",
+                worst if all_reached else None, base_time, "s", target="<= 0.25x the baseline, every seed",
+                met=met, method=f"ours: experiment=fast, seeds {seeds}, {spread}, times "
+                f"{[r['seconds'] for r in ours]}; baseline {base_note}",
+                runs={"ours": ours, "baseline": b["epochs"]}),
+            row("training", "peak RSS of the baseline's 5-epoch run (MB)", None, b["rss_mb"], "MB",
+                method="for reference: the baseline's RSS does not grow with epochs"),
+        ]
+
+    def evaluation(self) -> list[dict]:
+        """10,000 test images: torchvision dataset + per-sample transforms vs our evaluate pipeline's inference."""
+        import torch
+        from torch.utils.data import DataLoader, Subset
+        from torchvision import datasets, transforms
+
+        from mnist_lightning.datamodule import MNISTDataModule
+        from mnist_lightning.evaluate import predict_logits
+        from mnist_lightning.models.cnn import SeedCNN
+
+        network = SeedCNN().eval()
+        count = 1000 if self.quick else 10_000
+
+        def baseline() -> float:
+            transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+            test = datasets.MNIST(str(self.data_dir), train=False, download=False, transform=transform)
+            loader = DataLoader(Subset(test, range(count)), batch_size=1000, num_workers=0)
+            correct = 0
+            with torch.no_grad():
+                for x, y in loader:
+                    correct += (network(x).argmax(1) == y).sum().item()
+            return correct
+
+        def ours() -> float:
+            datamodule = MNISTDataModule(str(self.data_dir), download=False)
+            datamodule.setup("test")
+            images, labels = datamodule.test_set.images[:count], datamodule.test_set.labels[:count]
+            logits = predict_logits(network, images, datamodule.eval_batch_size, "cpu")
+            return int((logits.argmax(1) == labels).sum())
+
+        times = {"ours": [], "baseline": []}
+        for _ in range(1 if self.quick else max(self.repeats, 3)):
+            for name, fn in (("baseline", baseline), ("ours", ours)):
+                started = time.perf_counter()
+                fn()
+                times[name].append(round(time.perf_counter() - started, 3))
+        o, b = median(times["ours"]), median(times["baseline"])
+        log(f"   evaluation {times}")
+        return [row("evaluation", f"{count:,} test images: load + predict (s)", o, b, "s", target=">= 3x faster",
+                    met=b / o >= 3, method=f"median of {len(times['ours'])}, in one process; ours: "
+                    "MNISTDataModule.setup('test') (md5-checked) + evaluate.predict_logits", runs=times)]
+
+    def inference(self) -> list[dict]:
+        """Single-image latency with preprocessing, batched throughput, and the CLI's cold start."""
+        import torch
+
+        from mnist_lightning import preprocess, runs
+        from mnist_lightning.predict import classify
+
+        checkpoint = self.checkpoint or self._fresh_checkpoint()
+        network = runs.load_network(checkpoint)
+        images = sorted(p for p in (ROOT / "examples").iterdir() if p.suffix in (".png", ".jpg", ".gif"))
+        decoded = [preprocess.open_image(p) for p in images]
+
+        def one(index: int) -> None:
+            image = preprocess.open_image(images[index % len(images)])
+            classify(network, [preprocess.prepare(image).digit])
+
+        for i in range(20):
+            one(i)
+        n = 100 if self.quick else 2000
+        latencies = []
+        for i in range(n):
+            started = time.perf_counter()
+            one(i)
+            latencies.append((time.perf_counter() - started) * 1000)
+        latencies.sort()
+        p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+
+        batch = [decoded[i % len(decoded)] for i in range(256)]
+        rates = []
+        for _ in range(3 if self.quick else 10):
+            started = time.perf_counter()
+            classify(network, [preprocess.prepare(image).digit for image in batch])
+            rates.append(len(batch) / (time.perf_counter() - started))
+        tensors = torch.randint(0, 256, (1000 if self.quick else 10_000, 28, 28), dtype=torch.uint8)
+        from mnist_lightning.evaluate import predict_logits
+
+        started = time.perf_counter()
+        predict_logits(network, tensors, 1000, "cpu")
+        model_rate = len(tensors) / (time.perf_counter() - started)
+
+        cold = []
+        for i in range(self.repeats):
+            got = self.child(f"predict_cold_{i}", ["-m", "mnist_lightning.predict", f"image={images[0]}",
+                                                   f"ckpt_path={checkpoint}", "visualize=false",
+                                                   f"hydra.run.dir={self.scratch / f'predict_{i}'}"])
+            cold.append(round(got["wall_s"], 3))
+        log(f"   inference p50 {p50:.2f} ms, p99 {p99:.2f} ms, batch {median(rates):.0f}/s, cold {cold}")
+        method = f"{n} calls on the example images, file open + preprocess + forward, 1 image each"
+        return [
+            row("inference", "single image, p50 (ms)", round(p50, 3), unit="ms", target="< 2 ms", met=p50 < 2,
+                method=method),
+            row("inference", "single image, p99 (ms)", round(p99, 3), unit="ms", target="< 5 ms", met=p99 < 5,
+                method=method),
+            row("inference", "batch of 256 images, preprocess + forward (images/s)", round(median(rates), 1),
+                unit="images/s", better="higher", method="median of batches of decoded example images"),
+            row("inference", f"model only, {len(tensors):,} prepared images (images/s)", round(model_rate, 1),
+                unit="images/s", better="higher", method="evaluate.predict_logits in chunks of 1000"),
+            row("inference", "cold start: python -m mnist_lightning.predict, one image (s)", median(cold), unit="s",
+                method=f"process start to exit, median of {len(cold)}, visualize=false", runs={"cold": cold}),
+        ]
+
+    def _fresh_checkpoint(self) -> Path:
+        """An untrained network in the training checkpoint format (latency does not depend on the weights)."""
+        import torch
+
+        from mnist_lightning.models import build_network
+
+        network = build_network(arch="cnn")
+        path = self.scratch / "untrained.ckpt"
+        torch.save({"hyper_parameters": {"net": {"arch": "cnn"}},
+                    "state_dict": {f"net.{k}": v for k, v in network.state_dict().items()}}, path)
+        return path
+
+
+def render(all_results: list[dict]) -> str:
+    lines = ["# Benchmarks", "",
+             "Generated by `make benchmark` (`benchmarks/run.py`) from benchmarks/results/*.json; do not edit by hand.",
+             "Ratio > 1 means ours is better (faster, smaller or higher as the figure needs). Baselines:",
+             "`benchmarks/reference.py` (plain PyTorch, torchvision MNIST with per-sample transforms) and",
+             "`benchmarks/raw_loop.py` (our in-memory data path in a hand-written loop).", ""]
+    for results in all_results:
+        machine, versions = results["machine"], results["versions"]
+        title = machine.get("accelerator") or machine.get("cpu")
+        lines += [f"## {title}{' (quick run: figures not comparable)' if results['quick'] else ''}", "",
+                  f"- machine: {machine.get('cpu')}, {machine.get('cpu_count')} cores, {machine.get('os')}, "
+                  f"accelerator: {machine.get('accelerator') or 'none'}",
+                  "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+                  f"- date: {results['date']}, commit {str(results.get('git_commit'))[:10]}"
+                  f"{' (dirty tree)' if results.get('git_dirty') else ''}, {results['repeats']} run(s) per figure", "",
+                  "| figure | ours | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
+        for r in results["rows"]:
+            met = {True: "yes", False: "**no**", None: ""}[r["met"]]
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+            cells = [r["figure"], fmt(r["ours"]), fmt(r["baseline"]), ratio, r["target"], met]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "Method:", ""] + [f"- {r['figure']}: {r['method']}" for r in results["rows"] if r["method"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 10 else f"{value:,.1f}"
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

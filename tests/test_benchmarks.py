@@ -1,0 +1,34 @@
+"""The benchmark harness runs on tiny limits and writes results that parse (its figures mean nothing here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_quick_benchmark_writes_json_and_a_table(tmp_path, mnist_dir):
+    out = tmp_path / "bench"
+    result = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--only", "training,evaluation,inference",
+                             "--data-dir", str(mnist_dir), "--out", str(out)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["quick"] is True and results["machine"]["cpu"] and results["versions"]["torch"]
+    rows = {row["figure"]: row for row in results["rows"]}
+    epoch = rows["epoch time, 55,000 train + 5,000 val (s)"]
+    assert epoch["ours"] > 0 and epoch["baseline"] > 0 and epoch["ratio"] == round(epoch["baseline"] / epoch["ours"], 3)
+    assert rows["peak RSS of a training run (MB)"]["ours"] > 100
+    assert 0 < rows["single image, p50 (ms)"]["ours"] <= rows["single image, p99 (ms)"]["ours"]
+    assert {"evaluation", "inference", "training"} == {row["benchmark"] for row in results["rows"]}
+    table = (out / "BENCHMARKS.md").read_text()
+    assert "| figure | ours | baseline | ratio | target | met |" in table and "quick run" in table
+    assert all(row["figure"] in table for row in results["rows"])
+
+
+def test_unknown_benchmark_name_is_refused(tmp_path, mnist_dir):
+    result = subprocess.run([sys.executable, "benchmarks/run.py", "--only", "speed", "--data-dir", str(mnist_dir)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "unknown benchmark(s) speed" in result.stderr
