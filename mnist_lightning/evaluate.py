@@ -61,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("test")
     images, labels = datamodule.test_set.images, datamodule.test_set.labels
-    logits = predict_logits(network, images, datamodule.eval_batch_size, device)
+    logits = predict_logits(network, images, datamodule.eval_batch_size_for(device), device)
 
     metrics = reports.classification_metrics(logits, labels, n_bins=cfg.n_bins)
     probs = logits.softmax(1)
