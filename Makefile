@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-install only when the dependencies change: a second `make install` does nothing.
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test evaluate predict examples sweep search summary benchmark benchmark-quick lint tensorboard clean
+.PHONY: install data train test evaluate predict examples sweep search summary benchmark benchmark-quick lint tensorboard clean
 
 install: $(STAMP)
 
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(STAMP)
+
+# download MNIST into data/MNIST/raw (training also does it when the files are missing)
+data: install
+	$(BIN)/python -c "import sys; from mnist_lightning.data import fetch; sys.exit(fetch('data'))"
 
 # make train ARGS="trainer.max_epochs=10 data.batch_size=128"
 train: install

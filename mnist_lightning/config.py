@@ -33,8 +33,13 @@ def build_each(group: DictConfig | None, key: str) -> list:
     return [build(node, f"{key}.{name}") for name, node in group.items() if node is not None and "_target_" in node]
 
 
-def build_trainer(node: DictConfig, **kwargs: Any) -> Any:
-    """The Lightning Trainer from the `trainer` group, with `precision: auto` resolved for this machine."""
+def build_trainer(node: DictConfig, datamodule: Any = None, **kwargs: Any) -> Any:
+    """The Lightning Trainer from the `trainer` group, with `precision: auto` resolved for this machine.
+
+    Under DDP, Lightning gives each process a DistributedSampler over the data unless told not to. A
+    datamodule that already splits its batches by rank says so with `shards_by_rank = True` (ours does);
+    any other datamodule keeps Lightning's default, so no rank trains on the whole data by mistake.
+    """
     import logging
 
     from mnist_lightning.hardware import auto_precision
@@ -43,4 +48,6 @@ def build_trainer(node: DictConfig, **kwargs: Any) -> Any:
     if precision == "auto":
         precision, reason = auto_precision(node.get("accelerator", "auto"))
         logging.getLogger(__name__).info("trainer.precision=auto chose %s: %s", precision, reason)
+    if "use_distributed_sampler" not in node:
+        kwargs["use_distributed_sampler"] = not getattr(datamodule, "shards_by_rank", False)
     return build(node, "trainer", precision=precision, **kwargs)

@@ -121,6 +121,21 @@ def download(data_dir: str | Path, files: dict[str, FileSpec] = MNIST_FILES) -> 
         raise DataError(f"Could not download MNIST ({reason}). {how_to_fix(data_dir, files)}") from exc
 
 
+def fetch(data_dir: str | Path = "data") -> int:
+    """`make data`: download and verify the files; one line and exit status 2 when that fails."""
+    import sys
+
+    try:
+        if missing_files(data_dir):
+            download(data_dir)
+        verify_files(data_dir)
+    except DataError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"MNIST is in {raw_dir(data_dir).resolve()}")
+    return 0
+
+
 def how_to_fix(data_dir: str | Path, files: dict[str, FileSpec]) -> str:
     names = ", ".join(spec.name for spec in files.values())
     return (

@@ -81,6 +81,9 @@ class BatchIndexSampler:
 class MNISTDataModule(pl.LightningDataModule):
     """The MNIST split: 55,000 train / 5,000 val (fixed by `split_seed`) and the 10,000 test images."""
 
+    # BatchIndexSampler gives each DDP rank its own shard: the trainer must not swap in a DistributedSampler
+    shards_by_rank = True
+
     def __init__(
         self,
         data_dir: str = "data",

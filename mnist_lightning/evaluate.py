@@ -24,13 +24,30 @@ log = logging.getLogger(__name__)
 
 
 def pick_device(name: str):
+    """`auto` (the GPU when there is one), `cpu`, `cuda`, `cuda:N` or another torch device name that exists here."""
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={name}: no CUDA GPU is available here; use device=cpu or device=auto")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"device={name}: not a device name; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise UserError(f"device={name}: no CUDA GPU is available here; use device=cpu or device=auto")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"device={name}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "meta":
+        raise UserError(f"device={name}: the meta device holds no data; use auto, cpu or cuda")
+    elif device.type != "cpu":
+        try:
+            torch.empty(1, device=device)
+        except Exception as exc:
+            raise UserError(f"device={name}: not available here ({exc.__class__.__name__}); "
+                            f"use auto, cpu or cuda") from exc
+    return device
 
 
 def predict_logits(network, images, batch_size: int, device) -> torch.Tensor:
@@ -106,7 +123,7 @@ def _summary(run_dir: Path, checkpoint: Path, metrics: dict) -> str:
     ])
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)

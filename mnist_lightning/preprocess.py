@@ -135,9 +135,15 @@ def image_paths(spec: str | Path) -> tuple[list[Path], list[tuple[str, str]]]:
         files = [p for p in matches if p.is_file()]
         return (files, []) if files else ([], [(spec, f"{spec}: the pattern matches no file")])
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-        return (files, []) if files else ([], [(spec, f"{spec}: the folder has no images ({suffixes})")])
+        # named, so the user knows they were not predicted (hidden files such as .DS_Store are not)
+        skipped = [(str(p), f"{p}: skipped, {p.suffix or 'no extension'} is not an image type predict reads "
+                            f"({suffixes})") for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
+        if not files:
+            return [], [(spec, f"{spec}: the folder has no images ({suffixes})"), *skipped]
+        return files, skipped
     if not path.exists():
         return [], [(spec, f"{spec}: no such file or folder")]
     return [path], []

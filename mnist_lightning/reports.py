@@ -109,7 +109,7 @@ def misclassified_figure(images: torch.Tensor, labels: torch.Tensor, probs: torc
         ax.axis("off")
         if k < len(order):
             i = order[k]
-            ax.imshow(images[i].cpu(), cmap="gray")
+            ax.imshow(images[i].cpu().numpy(), cmap="gray")
             ax.set_title(f"true {labels[i].item()} → {preds[i].item()}\n{confidence[i].item():.0%}", fontsize=8)
     return fig
 

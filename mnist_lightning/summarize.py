@@ -33,7 +33,7 @@ def collect(root: Path) -> list[dict]:
             "test/acc": metrics.get("test/acc"),
             "epochs": metrics.get("epochs"),
             "wall_time_s": metrics.get("wall_time_s"),
-            "state": metrics.get("state", "incomplete"),
+            "state": metrics.get("state") or ("running" if runs.lock_holder(run_dir) else "incomplete"),
         })
     differing = _differing_keys([r["overrides"] for r in rows])
     for row in rows:

@@ -15,25 +15,36 @@ import pytest
 from mnist_lightning.data import MNIST_FILES, FileSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = ROOT / "conf"
+CONF_DIR = ROOT / "mnist_lightning" / "conf"
 
 
-def _real_data_dir() -> Path | None:
+NO_DATA = ("The real MNIST files are needed by these tests and were not found. Put the four uncompressed files "
+           "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte) in "
+           "data/MNIST/raw/ (`make data` downloads them), or set MNIST_DATA_DIR to a folder holding MNIST/raw/.")
+
+
+def real_data_dir() -> Path | None:
+    """The real MNIST files: MNIST_DATA_DIR, else the project's own data/ (the training default)."""
     configured = os.environ.get("MNIST_DATA_DIR")
-    if configured:
-        if not all((Path(configured) / "MNIST" / "raw" / s.name).is_file() for s in MNIST_FILES.values()):
-            raise RuntimeError(f"MNIST_DATA_DIR={configured} does not hold MNIST/raw/*-ubyte")
-        return Path(configured)
-    default = ROOT.parent / "shared" / "datasets"
-    return default if (default / "MNIST" / "raw").is_dir() else None
+    candidates = [Path(configured)] if configured else [ROOT / "data"]
+    for folder in candidates:
+        if all((folder / "MNIST" / "raw" / spec.name).is_file() for spec in MNIST_FILES.values()):
+            return folder
+    return None
+
+
+def pytest_collection_finish(session):
+    """Missing data fails the run with one message: a test that skipped for want of data has not passed."""
+    if any("mnist_dir" in getattr(item, "fixturenames", ()) for item in session.items) and real_data_dir() is None:
+        where = f" (MNIST_DATA_DIR={os.environ['MNIST_DATA_DIR']})" if os.environ.get("MNIST_DATA_DIR") else ""
+        pytest.exit(NO_DATA + where, returncode=4)
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The real MNIST files (MNIST_DATA_DIR, else ../shared/datasets)."""
-    path = _real_data_dir()
-    if path is None:
-        pytest.skip("real MNIST not found: set MNIST_DATA_DIR to a folder with MNIST/raw/*-ubyte")
+    """The real MNIST files (MNIST_DATA_DIR, else data/)."""
+    path = real_data_dir()
+    assert path is not None, NO_DATA
     return path
 
 
@@ -67,9 +78,12 @@ def run_cli(module: str, *overrides: str, cwd: Path, data_dir: Path, timeout: in
                           text=True, timeout=timeout)
 
 
-# A short real training run (2 epochs of 150 batches, a checkpoint kept for each) that several test modules share.
-FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=150", "trainer.limit_val_batches=2",
-        "callbacks.model_checkpoint.save_top_k=-1", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
+# A short real training run that several test modules share: 2 epochs of 150 batches, validated on the whole
+# split (so model_ref=best compares it), a checkpoint kept for each epoch and a periodic last.ckpt every 100 steps
+# (at steps 100 and 200, between the epoch ends at 150 and 300).
+FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=150", "callbacks.model_checkpoint.save_top_k=-1",
+        "callbacks.periodic_checkpoint.every_n_train_steps=100", "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false"]
 
 
 def run_dirs(cwd: Path) -> list[Path]:

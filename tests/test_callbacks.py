@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from mnist_lightning import hardware
@@ -18,6 +20,7 @@ def fake_trainer(value: float, sanity: bool = False) -> SimpleNamespace:
 def test_target_metric_stops_at_the_first_validation_that_reaches_it():
     callback = TargetMetric(monitor="val/acc", target=0.99)
     callback.on_train_start(None, None)
+    time.sleep(0.2)
     below, sanity, above = fake_trainer(0.985), fake_trainer(0.999, sanity=True), fake_trainer(0.9912)
     for trainer in (below, sanity):
         callback.on_validation_end(trainer, None)
@@ -25,7 +28,7 @@ def test_target_metric_stops_at_the_first_validation_that_reaches_it():
     callback.on_validation_end(above, None)
     assert above.should_stop
     assert callback.reached["value"] == 0.9912 and callback.reached["global_step"] == 120
-    assert callback.reached["seconds"] >= 0
+    assert 0.2 <= callback.reached["seconds"] < 5  # measured from the start of training
 
 
 def test_auto_precision_uses_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
@@ -44,3 +47,34 @@ def test_auto_precision_on_gpus_follows_bf16_tensor_cores(monkeypatch):
     assert hardware.auto_precision("gpu")[0] == "bf16-mixed"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
     assert hardware.auto_precision("auto")[0] == "32-true"
+
+
+def compiled_module(compiled):
+    """The LightningModule with model.compile=true, its compiled forward replaced by `compiled`."""
+    from mnist_lightning.models.module import MNISTLitModule
+
+    module = MNISTLitModule({"arch": "mlp", "hidden": [8]}, compile=False)
+    module.__dict__["_compiled"] = compiled
+    return module
+
+
+def test_a_compiler_failure_falls_back_to_eager_with_a_warning():
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no C compiler here")
+
+    module = compiled_module(torch.compile(torch.nn.Flatten(), backend=broken_backend))
+    with pytest.warns(UserWarning, match="torch.compile failed here.*running uncompiled"):
+        out = module(torch.zeros(2, 1, 28, 28))
+    assert out.shape == (2, 10) and module.__dict__["_compiled"] is None
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory"), ValueError("a bug in forward"),
+                                   RuntimeError("shape mismatch")])
+def test_errors_of_running_the_model_are_not_hidden_by_the_fallback(error):
+    def fails(x):
+        raise error
+
+    module = compiled_module(fails)
+    with pytest.raises(type(error), match=str(error)):
+        module(torch.zeros(2, 1, 28, 28))
+    assert module.__dict__["_compiled"] is fails  # still compiled: nothing was given up

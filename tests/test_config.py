@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
 from omegaconf import open_dict
 
 from conftest import CONF_DIR, run_cli
@@ -52,12 +55,15 @@ def test_every_option_composes_and_builds(group, option, tmp_path, mnist_dir):
     model = build(cfg.model, "model")
     callbacks = build_each(cfg.get("callbacks"), "callbacks")
     loggers = build_each(cfg.get("logger"), "logger")
-    assert datamodule.batch_size > 0 and model.net is not None
-    assert all(c is not None for c in callbacks + loggers)
+    assert datamodule.batch_size > 0 and isinstance(model.net, torch.nn.Module)
+    assert all(isinstance(c, Callback) for c in callbacks), callbacks
+    assert all(isinstance(logger, Logger) for logger in loggers), loggers
+    assert len(callbacks) == sum(1 for n in (cfg.get("callbacks") or {}).values() if n is not None)
+    assert len(loggers) == sum(1 for n in (cfg.get("logger") or {}).values() if n is not None)
     if cfg.trainer.accelerator in ("auto", "cpu"):  # gpu and ddp need a GPU to build
         import lightning.pytorch as pl
 
-        trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer = build_trainer(cfg.trainer, datamodule=datamodule, callbacks=callbacks, logger=loggers or False)
         assert isinstance(trainer, pl.Trainer)
 
 
@@ -91,7 +97,9 @@ def test_schedulers_get_their_length_from_the_trainer(tmp_path, mnist_dir):
     ("model.optimizer.lr=-0.1", "model.optimizer: Invalid learning rate: -0.1"),
     ("data.val_size=70000", "data.val_size=70000 leaves no training images"),
     ("ckpt_path=missing.ckpt", "ckpt_path=missing.ckpt: no such file"),
-    ("ckpt_path=last", "ckpt_path=last: no run under"),
+    ("ckpt_path=last", "ckpt_path=last: no single run under"),
+    ("optimized_metric=val/acc_bst", "optimized_metric=val/acc_bst: the model logs no such metric; choose one of "
+                                     "train/loss, train/acc, val/loss, val/acc, val/acc_best, test/loss, test/acc"),
 ])
 def test_bad_settings_stop_before_training_naming_the_key(override, message, tmp_path, mnist_dir):
     from mnist_lightning.train import train
@@ -115,3 +123,42 @@ def test_cli_unknown_group_option_lists_the_choices(tmp_path, mnist_dir):
     assert result.returncode != 0
     assert "Could not find 'model/resnet'" in result.stderr and "mlp" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ddp_leaves_our_sharded_batches_alone_and_gives_other_datamodules_a_distributed_sampler(tmp_path, mnist_dir):
+    """The decision belongs to the datamodule: ours shards by rank itself, a standard one needs Lightning's sampler."""
+    import lightning.pytorch as pl
+
+    cfg = compose_train(["trainer=ddp_cpu", f"paths.data_dir={mnist_dir}"], tmp_path / "run")
+    assert "use_distributed_sampler" not in cfg.trainer
+    ours = build(cfg.data, "data")
+
+    class StandardDataModule(pl.LightningDataModule):
+        pass
+
+    for datamodule, expected in ((ours, False), (StandardDataModule(), True)):
+        trainer = build_trainer(cfg.trainer, datamodule=datamodule, logger=False)
+        assert trainer._accelerator_connector.use_distributed_sampler is expected, type(datamodule).__name__
+
+
+def test_every_checkpoint_the_trainer_loads_is_loaded_weights_only(tmp_path, mnist_dir, monkeypatch):
+    """Resume (fit) and the final test both load checkpoints; torch's own default for weights_only differs between
+    the versions this project allows, so each load must ask for it."""
+    from mnist_lightning.train import train
+
+    tiny = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1", "logger=none", "scheduler=none", "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null", "callbacks.model_checkpoint.save_top_k=-1", f"paths.data_dir={mnist_dir}"]
+    loads = []
+    real_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        loads.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    first = train(compose_train(tiny, tmp_path / "first"))
+    (epoch_0,) = (tmp_path / "first" / "checkpoints").glob("epoch_00-*.ckpt")
+    resumed = train(compose_train([*tiny, f"ckpt_path={epoch_0}"], tmp_path / "resumed"))
+    assert first["state"] == resumed["state"] == "finished" and resumed["global_step"] == 6
+    assert len(loads) >= 3 and all(flag is True for flag in loads), loads

@@ -15,12 +15,14 @@ from mnist_lightning import reports, runs
 from mnist_lightning.errors import UserError
 
 
-def fake_run(root: Path, name: str, val_acc: float | None, ckpt: bytes | None = b"weights") -> Path:
+def fake_run(root: Path, name: str, val_acc: float | None, ckpt: bytes | None = b"weights", state: str = "finished",
+             val_samples: int = 5000) -> Path:
     run_dir = root / name
     (run_dir / "checkpoints").mkdir(parents=True)
     if ckpt is not None:
         (run_dir / "checkpoints" / "best.ckpt").write_bytes(ckpt)
-    runs.write_metrics(run_dir, {"val/acc_best": val_acc, "best_checkpoint": "checkpoints/best.ckpt"})
+    runs.write_metrics(run_dir, {"state": state, "val/acc_best": val_acc, "best_checkpoint": "checkpoints/best.ckpt",
+                                 "val_samples": val_samples, "val_split_size": 5000})
     time.sleep(0.01)  # distinct modification times: find_runs sorts by them
     return run_dir
 
@@ -30,6 +32,8 @@ def test_resolver_picks_best_or_latest_and_skips_unusable_runs(tmp_path):
     best = fake_run(tmp_path, "b", 0.99)
     fake_run(tmp_path, "c", 0.999, ckpt=None)  # its checkpoint is gone
     fake_run(tmp_path, "d", 0.9999, ckpt=b"")  # an empty file
+    fake_run(tmp_path, "debug", 1.0, val_samples=128)  # validated on two batches: not comparable
+    fake_run(tmp_path, "killed", 0.995, state="interrupted")
     newest = fake_run(tmp_path, "e", 0.98)
     (tmp_path / "evaluate_run").mkdir()
     runs.write_metrics(tmp_path / "evaluate_run", {"accuracy": 1.0})  # not a training run
@@ -37,6 +41,14 @@ def test_resolver_picks_best_or_latest_and_skips_unusable_runs(tmp_path):
     assert runs.resolve_model(None, "latest", tmp_path) == newest / "checkpoints" / "best.ckpt"
     explicit = good / "checkpoints" / "best.ckpt"
     assert runs.resolve_model(str(explicit), "best", tmp_path) == explicit
+
+
+def test_best_needs_a_run_validated_on_the_whole_split(tmp_path):
+    debug = fake_run(tmp_path, "debug", 1.0, val_samples=128)
+    with pytest.raises(UserError, match="model_ref=best: none of the 1 runs .* finished with validation on the whole "
+                                        "split .* Use model_ref=latest"):
+        runs.resolve_model(None, "best", tmp_path)
+    assert runs.resolve_model(None, "latest", tmp_path) == debug / "checkpoints" / "best.ckpt"
 
 
 def test_resolver_errors(tmp_path):
@@ -132,10 +144,28 @@ def test_evaluate_without_any_model_says_to_train(tmp_path, mnist_dir):
     assert "run `make train` first" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_ckpt_path_last_is_the_most_recently_written_last_checkpoint(tmp_path):
-    for name in ("2026-01-01/10-00-00-000000", "multirun/2026-01-02/09-00-00-000000/3", "2026-01-01/08-00-00-000000"):
+def test_evaluate_with_an_unknown_device_says_so_in_one_line(trained, mnist_dir):
+    cwd, _, _ = trained
+    result = run_cli("mnist_lightning.evaluate", "device=foo", cwd=cwd, data_dir=mnist_dir, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "device=foo: not a device name; use auto, cpu, cuda or cuda:N" in result.stderr
+
+
+def test_ckpt_path_last_is_the_newest_single_run_nobody_trains_in(tmp_path):
+    def run(name: str, mode: str = "RUN") -> Path:
         (tmp_path / name / "checkpoints").mkdir(parents=True)
+        (tmp_path / name / ".hydra").mkdir()
+        (tmp_path / name / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  mode: {mode}\n")
         (tmp_path / name / "checkpoints" / "last.ckpt").write_bytes(b"x")
         time.sleep(0.01)
-    assert runs.resume_checkpoint("last", tmp_path) == tmp_path / "2026-01-01/08-00-00-000000/checkpoints/last.ckpt"
+        return tmp_path / name / "checkpoints" / "last.ckpt"
+
+    run("2026-01-01/10-00-00-000000")
+    wanted = run("2026-01-01/08-00-00-000000")
+    run("multirun/2026-01-02/09-00-00-000000/3", mode="MULTIRUN")  # a sweep job: resumed by its own path
+    busy = run("2026-01-03/09-00-00-000000")
+    (busy.parent.parent / runs.LOCK_FILE).write_text(json.dumps(runs.this_process()))  # a live process trains there
+    assert runs.resume_checkpoint("last", tmp_path) == wanted
     assert runs.resume_checkpoint(None, tmp_path) is None
+    (wanted.parent.parent / runs.LOCK_FILE).write_text(json.dumps({**runs.this_process(), "pid": 2**22 + 1}))
+    assert runs.resume_checkpoint("last", tmp_path) == wanted, "a stale lock does not hide a run"

@@ -16,8 +16,15 @@ import torch
 
 from conftest import run_cli, run_dirs
 
-# 2 epochs of 40 batches, a periodic last.ckpt every 7 steps, deterministic: a kill can land anywhere
-SHORT = ["trainer.deterministic=true", "trainer.max_epochs=2", "trainer.limit_train_batches=40",
+# Kill times are random so that kills land in different places across runs; the seed is printed (pytest shows it
+# with a failure) and FAULT_SEED=<seed> replays the same times.
+SEED = int(os.environ.get("FAULT_SEED") or random.SystemRandom().randrange(2**32))
+print(f"test_fault: FAULT_SEED={SEED}")
+RNG = random.Random(SEED)
+
+# 2 epochs of 40 batches, a periodic last.ckpt every 7 steps, deterministic fp32: a kill can land anywhere
+SHORT = ["trainer.deterministic=true", "trainer.precision=32-true", "trainer.max_epochs=2",
+         "trainer.limit_train_batches=40",
          "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "callbacks.progress_bar=null",
          "trainer.enable_progress_bar=false", "callbacks.periodic_checkpoint.every_n_train_steps=7", "seed=3"]
 
@@ -66,18 +73,23 @@ def uninterrupted(tmp_path_factory, mnist_dir):
 def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path, mnist_dir, uninterrupted):
     proc = start(tmp_path, mnist_dir, *SHORT)
     wait_for_checkpoint(tmp_path, proc)
-    time.sleep(random.uniform(0.0, 4.0))  # anywhere later: mid-epoch, in validation, or while a checkpoint is written
+    delay = RNG.uniform(0.0, 4.0)
+    print(f"FAULT_SEED={SEED}: SIGKILL {delay:.3f} s after the first checkpoint")
+    time.sleep(delay)  # anywhere later: mid-epoch, in validation, or while a checkpoint is written
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     (run_dir,) = run_dirs(tmp_path)
     killed_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert (run_dir / ".train.lock").is_file(), "a killed process leaves its lock behind"
 
     result = run_cli("mnist_lightning.train", "ckpt_path=last", cwd=tmp_path, data_dir=mnist_dir, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert run_dirs(tmp_path) == [run_dir], "the resume must write into the same run folder"
     resumed = final_state(run_dir)
     assert resumed[0]["resumes"][0]["from"].endswith("last.ckpt")
-    assert_same_run(uninterrupted, resumed), f"resumed from step {killed_at}"
+    assert not (run_dir / ".train.lock").exists(), "the stale lock was taken over, then released"
+    print(f"resumed from step {killed_at}")
+    assert_same_run(uninterrupted, resumed)
 
 
 def interrupt(cwd: Path, data_dir: Path, signum: int) -> tuple[Path, dict]:
@@ -129,7 +141,9 @@ def test_kill_during_checkpoint_write_leaves_the_previous_or_the_new_file(tmp_pa
         proc = subprocess.Popen([sys.executable, "-c", KILL_WHILE_SAVING, str(target)], stdout=subprocess.PIPE,
                                 text=True)
         proc.stdout.readline()  # one complete save, then kill somewhere inside a later one
-        time.sleep(random.uniform(0.0, 0.3))
+        delay = RNG.uniform(0.0, 0.3)
+        print(f"FAULT_SEED={SEED}: kill {delay:.3f} s into the saves")
+        time.sleep(delay)
         proc.kill()
         proc.communicate()
         state = torch.load(target, weights_only=True)
@@ -205,3 +219,26 @@ def test_runs_started_together_get_their_own_folders(tmp_path, mnist_dir):
     folders = run_dirs(tmp_path)
     assert len(folders) == 2
     assert all(json.loads((d / "metrics.json").read_text())["state"] == "finished" for d in folders)
+
+
+def test_a_run_folder_in_use_is_never_trained_into_by_a_second_process(tmp_path, mnist_dir):
+    proc = start(tmp_path, mnist_dir, *SHORT, "trainer.limit_train_batches=2000", "trainer.max_epochs=1",
+                 "callbacks.periodic_checkpoint.every_n_train_steps=5")
+    try:
+        checkpoint = wait_for_checkpoint(tmp_path, proc)
+        run_dir = checkpoint.parent.parent
+        holder = json.loads((run_dir / ".train.lock").read_text())
+        assert holder["pid"] == proc.pid
+
+        direct = run_cli("mnist_lightning.train", f"ckpt_path={checkpoint}", cwd=tmp_path, data_dir=mnist_dir,
+                         timeout=120)
+        assert direct.returncode == 2 and "Traceback" not in direct.stderr
+        assert f"{run_dir} is in use: process {proc.pid}" in direct.stderr
+        newest = run_cli("mnist_lightning.train", "ckpt_path=last", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
+        assert newest.returncode == 2 and "1 still training" in newest.stderr and "Traceback" not in newest.stderr
+        assert proc.poll() is None, "the running training was not disturbed"
+        assert not (run_dir / "metrics.json").exists() and not list((run_dir / ".hydra").glob("resume-*"))
+        assert run_dirs(tmp_path) == [run_dir]
+    finally:
+        proc.kill()
+        proc.communicate()

@@ -45,6 +45,8 @@ def test_cli_batch_with_bad_inputs_predicts_the_rest(trained, mnist_dir, tmp_pat
     (folder / "text.png").write_text("this is not an image")
     (folder / "truncated.jpg").write_bytes(examples.variants(images[0].numpy())["paper"][1][:300])
     (folder / "blank.png").write_bytes(examples.encode(Image.new("L", (64, 64), 255), "PNG"))
+    (folder / "drawing.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')  # not a type predict reads
+    (folder / ".DS_Store").write_bytes(b"\0")  # hidden: not the user's image
     from test_preprocess import huge_png
 
     (folder / "huge.png").write_bytes(huge_png(20000, 20000))
@@ -66,9 +68,12 @@ def test_cli_batch_with_bad_inputs_predicts_the_rest(trained, mnist_dir, tmp_pat
     assert "decompression bomb" in records["huge.png"]["error"]
     assert "no such file or folder" in records["missing.png"]["error"]
     assert "the folder has no images" in records["empty"]["error"]
+    assert "skipped, .svg is not an image type predict reads" in records["drawing.svg"]["error"]
+    assert ".DS_Store" not in records
     (predict_dir,) = (cwd / "outputs" / "predict").glob("*/*")
     assert len(list(predict_dir.glob("*good_*.png"))) == 3  # one picture per predicted image
-    assert "3 of 9 images predicted" in result.stdout
+    assert "drawing.svg" in result.stdout  # the table names it, so the user knows it was not predicted
+    assert "3 of 10 images predicted" in result.stdout
     assert "Traceback" not in result.stderr
 
 

@@ -129,7 +129,10 @@ def test_image_paths_file_folder_glob(tmp_path):
     (tmp_path / "b.png").write_bytes(examples.encode(Image.new("L", (8, 8)), "PNG"))
     (tmp_path / "a.jpg").write_bytes(examples.encode(Image.new("RGB", (8, 8)), "JPEG"))
     (tmp_path / "readme.txt").write_text("not an image")
-    assert preprocess.image_paths(tmp_path) == ([tmp_path / "a.jpg", tmp_path / "b.png"], [])
+    files, skipped = preprocess.image_paths(tmp_path)
+    assert files == [tmp_path / "a.jpg", tmp_path / "b.png"]
+    assert [path for path, _ in skipped] == [str(tmp_path / "readme.txt")]
+    assert "skipped, .txt is not an image type predict reads" in skipped[0][1]
     assert preprocess.image_paths(tmp_path / "*.png") == ([tmp_path / "b.png"], [])
     assert preprocess.image_paths(tmp_path / "b.png") == ([tmp_path / "b.png"], [])
     files, errors = preprocess.image_paths(tmp_path / "missing.png")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import statistics
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from conftest import run_cli
 from mnist_lightning import runs, summarize
+from mnist_lightning.pruning import OptunaPruning, open_storage
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1", "logger=none", "trainer.enable_progress_bar=false"]
@@ -40,15 +45,22 @@ def test_grid_sweep_writes_a_run_per_job_and_a_summary(tmp_path, mnist_dir):
     assert accs == sorted(accs, reverse=True)
 
 
-def test_a_failing_job_does_not_stop_the_sweep(tmp_path, mnist_dir):
+def test_a_failing_job_does_not_stop_the_sweep_but_fails_the_command(tmp_path, mnist_dir):
     result = run_cli("mnist_lightning.train", "-m", "data.batch_size=0,64", *TINY, cwd=tmp_path, data_dir=mnist_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]
     (sweep,) = sweep_dirs(tmp_path)
     metrics = job_metrics(sweep)
     assert metrics["0"]["state"] == "failed" and "data.batch_size=0" in metrics["0"]["error"]
     assert metrics["1"]["state"] == "finished"
+    assert "1 of 2 jobs failed" in result.stderr and f"{sweep / '0'}: UserError: data.batch_size=0" in result.stderr
     rows, _ = summarize.summarize(sweep)
     assert [r["state"] for r in rows] == ["finished", "failed"]
+
+
+def test_a_sweep_whose_every_job_failed_exits_non_zero(tmp_path, mnist_dir):
+    result = run_cli("mnist_lightning.train", "-m", "data.batch_size=0,-1", *TINY, cwd=tmp_path, data_dir=mnist_dir)
+    assert result.returncode == 1
+    assert "2 of 2 jobs failed" in result.stderr
 
 
 def optuna_run(cwd, mnist_dir, *extra):
@@ -57,24 +69,97 @@ def optuna_run(cwd, mnist_dir, *extra):
                    cwd=cwd, data_dir=mnist_dir)
 
 
-def test_optuna_study_is_stored_in_sqlite_and_resumes(tmp_path, mnist_dir):
+def test_optuna_study_resumes_with_new_points_and_fails_orphaned_trials(tmp_path, mnist_dir):
     import optuna
 
-    first = optuna_run(tmp_path, mnist_dir, "hydra.sweeper.n_trials=2")
+    cwd = tmp_path / "my study, 'v1'"  # a storage path that needs quoting in the trial's override
+    cwd.mkdir()
+    first = optuna_run(cwd, mnist_dir, "hydra.sweeper.n_trials=2")
     assert first.returncode == 0, first.stderr[-3000:]
-    database = tmp_path / "outputs" / "studies" / "mnist_cnn.db"
-    assert database.is_file()
-    storage = f"sqlite:///{database}"
+    journal = cwd / "outputs" / "studies" / "mnist_cnn.journal"
+    assert journal.is_file()
+    storage = open_storage(str(journal))
     before = optuna.load_study(study_name="mnist_cnn", storage=storage).trials
     assert len(before) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in before)
+    assert all(Path(t.user_attrs["job_dir"]).parent == sweep_dirs(cwd)[0] for t in before)
 
-    second = optuna_run(tmp_path, mnist_dir, "hydra.sweeper.n_trials=1")
+    # a sweeper killed while its trial ran left it RUNNING: the next search marks it failed
+    study = optuna.load_study(study_name="mnist_cnn", storage=storage)
+    orphan = study.ask()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    orphan.set_user_attr("sweeper", {**runs.this_process(), "pid": gone.pid})
+
+    second = optuna_run(cwd, mnist_dir, "hydra.sweeper.n_trials=1")
     assert second.returncode == 0, second.stderr[-3000:]
-    after = optuna.load_study(study_name="mnist_cnn", storage=storage).trials
-    assert len(after) == 3 and [t.params for t in after[:2]] == [t.params for t in before]
-    assert "2 earlier trials" in second.stdout + second.stderr
-    results = json.loads((sweep_dirs(tmp_path)[-1] / "optimization_results.json").read_text())
-    assert results["trials"] == 3 and "model.optimizer.lr" in results["best_params"]
+    after = optuna.load_study(study_name="mnist_cnn", storage=open_storage(str(journal))).trials
+    assert len(after) == 4 and [t.params for t in after[:2]] == [t.params for t in before]
+    assert after[2].state == optuna.trial.TrialState.FAIL, "the orphaned trial"
+    assert after[3].state == optuna.trial.TrialState.COMPLETE
+    # the same sampler seed, but a resumed study draws new points, not its first trial's again
+    assert after[3].params != after[0].params
+    assert "3 earlier trials" in second.stdout + second.stderr
+    results = json.loads((sweep_dirs(cwd)[-1] / "optimization_results.json").read_text())
+    assert results["n_trials"] == 4 and "model.optimizer.lr" in results["best_params"]
+    by_number = {t["number"]: t for t in results["trials"]}
+    assert by_number[3]["job_dir"] == str(sweep_dirs(cwd)[-1] / "0") and by_number[2]["state"] == "FAIL"
+    assert by_number[results["best_trial"]]["job_dir"] == results["best_job_dir"]
+
+
+def test_a_resumed_trial_job_trains_on_without_reporting_to_its_finished_trial(tmp_path, mnist_dir):
+    import optuna
+
+    result = optuna_run(tmp_path, mnist_dir, "hydra.sweeper.n_trials=1", "callbacks.model_checkpoint.save_top_k=-1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path)
+    (first_epoch,) = (sweep / "0" / "checkpoints").glob("epoch_00-*.ckpt")
+    resumed = run_cli("mnist_lightning.train", f"ckpt_path={first_epoch}", cwd=tmp_path, data_dir=mnist_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumes as a plain run that no longer reports to the study" in resumed.stderr
+    assert "UpdateFinishedTrialError" not in resumed.stderr
+    metrics = job_metrics(sweep)["0"]
+    assert metrics["state"] == "finished" and len(metrics["resumes"]) == 1
+    study = optuna.load_study(study_name="mnist_cnn",
+                              storage=open_storage(str(tmp_path / "outputs/studies/mnist_cnn.journal")))
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and list(trial.intermediate_values) == [0, 1]
+
+
+def test_a_misspelt_optimized_metric_stops_the_search_before_any_trial(tmp_path, mnist_dir):
+    result = optuna_run(tmp_path, mnist_dir, "optimized_metric=val/acc_bst")
+    assert result.returncode != 0
+    assert "optimized_metric=val/acc_bst: the model logs no such metric; choose one of" in result.stderr
+    assert "val/acc_best" in result.stderr and "Traceback" not in result.stderr
+    assert not list((tmp_path / "outputs" / "multirun").glob("*/*/0"))
+
+
+def test_sampled_configurations_that_do_not_compose_fail_only_their_trials(tmp_path, mnist_dir):
+    import optuna
+
+    result = optuna_run(tmp_path, mnist_dir, "hydra.sweeper.n_trials=2",
+                        "hydra.sweeper.params={optimizer:'choice(nosuch)'}")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "2 of 2 jobs failed" in result.stderr and "Traceback" not in result.stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    metrics = job_metrics(sweep)
+    assert sorted(metrics) == ["0", "1"] and all("nosuch" in m["error"] for m in metrics.values())
+    study = optuna.load_study(study_name="mnist_cnn",
+                              storage=open_storage(str(tmp_path / "outputs/studies/mnist_cnn.journal")))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+
+
+def test_two_trials_in_parallel_processes_share_the_study(tmp_path, mnist_dir):
+    import optuna
+
+    result = optuna_run(tmp_path, mnist_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                        "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "database is locked" not in result.stderr
+    study = optuna.load_study(study_name="mnist_cnn",
+                              storage=open_storage(str(tmp_path / "outputs/studies/mnist_cnn.journal")))
+    assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert all(len(t.intermediate_values) == 2 for t in study.trials)  # both jobs reported from their processes
+    assert len({t.user_attrs["job_dir"] for t in study.trials}) == 2
 
 
 def test_an_unpromising_trial_is_pruned(tmp_path, mnist_dir):
@@ -93,6 +178,7 @@ def test_an_unpromising_trial_is_pruned(tmp_path, mnist_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     trial = optuna.load_study(study_name="prune", storage=storage).trials[-1]
     assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [0]
+    assert result.returncode == 0  # a pruned trial is not a failed job
     (sweep,) = sweep_dirs(tmp_path)
     assert job_metrics(sweep)["0"]["state"] == "pruned" and job_metrics(sweep)["0"]["epochs"] == 1
     rows, _ = summarize.summarize(sweep)
@@ -113,7 +199,7 @@ def test_launchers_run_the_jobs_and_seeds_are_aggregated(launcher, tmp_path, mni
     assert len(groups) == 1 and groups[0]["runs"] == 2
     mean, std = groups[0]["test/acc"]
     accs = [m["test/acc"] for m in metrics.values()]
-    assert mean == pytest.approx(sum(accs) / 2) and std >= 0
+    assert mean == pytest.approx(statistics.mean(accs)) and std == pytest.approx(statistics.stdev(accs))
     assert "±" in (sweep / "summary.md").read_text()
 
 
@@ -127,3 +213,46 @@ def test_find_training_runs_skips_evaluate_and_predict_folders(tmp_path):
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / log).write_text("")
     assert runs.find_training_runs(tmp_path) == [tmp_path / "a"]
+
+
+def validation(trainer_epoch: int, **metrics) -> SimpleNamespace:
+    """A trainer as the pruning callback sees it at the end of one validation."""
+    return SimpleNamespace(sanity_checking=False, is_global_zero=True, current_epoch=trainer_epoch, should_stop=False,
+                           callback_metrics={k: torch.tensor(v) for k, v in metrics.items()},
+                           strategy=SimpleNamespace(broadcast=lambda value: value))
+
+
+def study_with_a_strong_trial(tmp_path, direction: str = "maximize"):
+    import optuna
+
+    storage = str(tmp_path / "study.journal")
+    study = optuna.create_study(study_name="s", storage=open_storage(storage), direction=direction)
+    good = 0.99 if direction == "maximize" else 0.01
+    study.add_trial(optuna.trial.create_trial(value=good, intermediate_values={0: good, 1: good, 2: good}))
+    return storage, study
+
+
+def test_pruning_reports_every_validation_of_the_searched_metric(tmp_path):
+    import optuna
+
+    storage, study = study_with_a_strong_trial(tmp_path, direction="minimize")
+    number = study.ask().number
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=2)
+    callback = OptunaPruning(storage, "s", number, pruner=pruner, monitor="val/loss")
+    for loss in (0.5, 0.4, 0.3):  # three validations within epoch 0 (val_check_interval < 1)
+        trainer = validation(0, **{"val/loss": loss, "val/acc": 0.5})
+        callback.on_validation_end(trainer, None)
+    trial = optuna.load_study(study_name="s", storage=open_storage(storage)).trials[-1]
+    assert trial.intermediate_values == pytest.approx({0: 0.5, 1: 0.4, 2: 0.3})
+    assert trainer.should_stop and callback.pruned_at_epoch == 0  # worse than the median at step 2: pruned
+
+
+def test_pruner_null_means_no_pruning(tmp_path):
+    storage, study = study_with_a_strong_trial(tmp_path)
+    number = study.ask().number
+    callback = OptunaPruning(storage, "s", number, pruner=None, monitor="val/acc_best")
+    for step in range(3):
+        trainer = validation(step, **{"val/acc_best": 0.1})
+        callback.on_validation_end(trainer, None)
+        assert not trainer.should_stop
+    assert callback.pruned_at_epoch is None and callback.reports == 3

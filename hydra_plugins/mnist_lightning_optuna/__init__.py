@@ -1,1 +1,1 @@
-"""A Hydra sweeper for current Optuna: SQLite studies that resume, TPE, and pruning of trials."""
+"""A Hydra sweeper for current Optuna: studies that resume, TPE, and pruning of trials."""

@@ -5,11 +5,12 @@ SQLAlchemy 2, and it gives jobs no trial to report to, so nothing can be pruned.
 option names (`storage`, `study_name`, `n_trials`, `n_jobs`, `direction`, `params` in Hydra's sweep
 syntax) and runs each trial through the configured Hydra launcher (basic, joblib, submitit).
 
-Pruning: each job gets `optuna_trial={storage, study_name, number}`; the training run's pruning
-callback reports `val/acc` per epoch to that trial and stops early when the pruner says so, then
-marks its metrics.json `pruned`, which this sweeper tells the study.
+The study lives in a journal file (Optuna's JournalStorage, safe for parallel trials on one machine)
+under `<paths.outputs_root>/studies/`, or in any storage URL given as `storage`. Each job gets
+`optuna_trial={storage, study_name, number, pruner}`; the training run's pruning callback reports
+`optimized_metric` after every validation and stops early when the pruner says so, then marks its
+metrics.json `pruned`, which this sweeper tells the study.
 """
-
 
 import json
 import logging
@@ -22,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from hydra.core.plugins import Plugins
+from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -33,14 +35,17 @@ log = logging.getLogger(__name__)
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.mnist_lightning_optuna.optuna_sweeper.OptunaSweeper"
     study_name: str = "mnist"
-    # null: sqlite:///outputs/studies/<study_name>.db, so the same command resumes the same study
+    # null: the journal file <paths.outputs_root>/studies/<study_name>.journal, so the same command resumes
+    # the same study; or a database URL (sqlite:///..., postgresql://...) or another journal file's path
     storage: Any = None
     direction: str = "maximize"
     # trials to run in this invocation (earlier trials of the study are kept and inform the sampler)
     n_trials: int = 20
     # trials launched together (in parallel with a parallel launcher such as joblib)
     n_jobs: int = 1
+    # a fixed seed makes a new study repeatable; a resumed study continues from seed + its number of trials
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None})
+    # null: no pruning
     pruner: Any = field(default_factory=lambda: {"_target_": "optuna.pruners.MedianPruner",
                                                  "n_startup_trials": 5, "n_warmup_steps": 1})
     # the search space: override key -> Hydra sweep syntax, e.g. "tag(log, interval(1e-4, 1e-2))"
@@ -49,6 +54,10 @@ class OptunaSweeperConf:
 
 ConfigStore.instance().store(group="hydra/sweeper", name="mnist_optuna", node=OptunaSweeperConf,
                              provider="mnist_lightning")
+
+
+class SearchError(CompactHydraException):
+    """A setting that would make every trial fail: Hydra prints this one line and exits."""
 
 
 def distribution(key: str, spec: str):
@@ -76,30 +85,38 @@ class OptunaSweeper(Sweeper):
         # Hydra builds the sweeper recursively: sampler and pruner arrive as Optuna objects
         self.sampler, self.pruner, self.params = sampler, pruner, dict(params or {})
         self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
         self.launcher = None
         self.job_idx = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config = config
+        self.config, self.hydra_context = config, hydra_context
         # the jobs load the study themselves and need the same pruner to decide about their trial
         self.pruner_override = _override_value(OmegaConf.to_container(config.hydra.sweeper.pruner, resolve=True))
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} in paths.outputs_root resolve here
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function)
 
-    def _storage_url(self) -> str:
+    def _storage_spec(self) -> str:
         if self.storage:
-            url = str(self.storage)
-        else:
-            root = Path(OmegaConf.select(self.config, "paths.outputs_root", default="outputs"))
-            url = f"sqlite:///{(root / 'studies' / f'{self.study_name}.db').resolve()}"
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return url
+            spec = str(self.storage)
+            if spec.startswith("sqlite:///"):
+                Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            elif "://" not in spec:
+                Path(spec).parent.mkdir(parents=True, exist_ok=True)
+            return spec
+        root = Path(OmegaConf.select(self.config, "paths.outputs_root", default="outputs"))
+        path = (root / "studies" / f"{self.study_name}.journal").resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
 
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
+        from mnist_lightning import overrides, runs
+        from mnist_lightning.pruning import open_storage, pruner_or_none
+
+        self._check_optimized_metric()
         parser = OverridesParser.create()
         fixed, space = [], {key: distribution(key, spec) for key, spec in self.params.items()}
         for override in parser.parse_overrides(arguments):
@@ -108,44 +125,89 @@ class OptunaSweeper(Sweeper):
                                                                  override.get_value_element_as_str())
             else:
                 fixed.append(override.input_line)
-        storage = self._storage_url()
-        study = optuna.create_study(study_name=self.study_name, storage=storage, direction=self.direction,
-                                    sampler=self.sampler, pruner=self.pruner,
-                                    load_if_exists=True)
+        spec = self._storage_spec()
+        study = optuna.create_study(study_name=self.study_name, storage=open_storage(spec), direction=self.direction,
+                                    sampler=self.sampler, pruner=pruner_or_none(self.pruner), load_if_exists=True)
+        _fail_orphans(study)
         earlier = len(study.trials)
-        log.info("Study %s in %s: %d earlier trials, %d to run", self.study_name, storage, earlier, self.n_trials)
+        if earlier:
+            study.sampler = self._resumed_sampler(earlier)
+        log.info("Study %s in %s: %d earlier trials, %d to run", self.study_name, spec, earlier, self.n_trials)
 
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         remaining = self.n_trials
         while remaining > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
-            batch = []
+            batch, launched = [], []
             for trial in trials:
-                handle = (f"optuna_trial={{storage:'{storage}',study_name:'{self.study_name}',"
-                          f"number:{trial.number},pruner:{self.pruner_override}}}")
-                params = [f"{k}={v}" for k, v in trial.params.items()]
-                batch.append([*fixed, *params, handle])
-            returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
+                trial.set_user_attr("sweeper", runs.this_process())  # a trial whose sweeper died is failed later
+                handle = "optuna_trial=" + _override_value({"storage": spec, "study_name": self.study_name,
+                                                            "number": trial.number}, pruner=self.pruner_override)
+                params = [overrides.assign(k, v) if isinstance(v, str) else f"{k}={v}" for k, v in trial.params.items()]
+                job = [*fixed, *params, handle]
+                try:
+                    self.validate_batch_is_legal([job])
+                except Exception as exc:  # this sampled configuration does not compose: only its trial fails
+                    self._fail_uncomposable(study, trial, job, sweep_dir / str(self.job_idx), exc)
+                    self.job_idx += 1
+                    continue
+                batch.append(job)
+                launched.append(trial)
+            returns = self.launcher.launch(batch, initial_job_idx=self.job_idx) if batch else []
             self.job_idx += len(returns)
-            for trial, result in zip(trials, returns, strict=True):
+            for trial, result in zip(launched, returns, strict=True):
                 self._tell(study, trial, result)
             remaining -= len(trials)
 
-        finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        summary = {"study_name": self.study_name, "storage": storage, "trials": len(study.trials),
-                   "states": {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}}
-        if finished:
-            summary |= {"best_value": study.best_value, "best_params": study.best_params,
-                        "best_trial": study.best_trial.number}
-            log.info("Best %s: %s with %s", self.direction, study.best_value, study.best_params)
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / "optimization_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self._write_results(study, spec, sweep_dir)
+
+    def _check_optimized_metric(self) -> None:
+        """Stop before the first trial when `optimized_metric` names a metric the model never logs."""
+        from hydra.utils import get_class
+
+        name = OmegaConf.select(self.config, "optimized_metric")
+        target = OmegaConf.select(self.config, "model._target_")
+        try:
+            known = getattr(get_class(target), "METRICS", None) if target else None
+        except Exception:  # the model class cannot be imported here: the jobs will say so
+            known = None
+        if not name:
+            raise SearchError("optimized_metric is not set: the search needs the metric each trial returns")
+        if known is not None and name not in known:
+            raise SearchError(f"optimized_metric={name}: the model logs no such metric; "
+                              f"choose one of {', '.join(known)}")
+
+    def _resumed_sampler(self, earlier: int):
+        """A resumed study must not draw its earlier trials' points again: the same sampler, seeded further on."""
+        from hydra.utils import instantiate
+
+        node = OmegaConf.to_container(self.config.hydra.sweeper.sampler, resolve=True)
+        if not isinstance(node, dict) or node.get("seed") is None:
+            return self.sampler
+        node["seed"] = int(node["seed"]) + earlier
+        log.info("Resumed study: sampler seed %d (the configured seed plus %d earlier trials)", node["seed"], earlier)
+        return instantiate(node)
+
+    def _fail_uncomposable(self, study, trial, job: list[str], job_dir: Path, exc: Exception) -> None:
+        import optuna
+
+        from mnist_lightning import runs
+
+        error = f"{exc.__class__.__name__}: {' '.join(str(exc).split())}"
+        runs.write_metrics(job_dir, {"state": "failed", "error": error, "overrides": job})
+        trial.set_user_attr("job_dir", str(job_dir))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        log.warning("Trial %d failed: its configuration does not compose (%s)", trial.number, error)
 
     @staticmethod
     def _tell(study, trial, result) -> None:
         import optuna
 
-        state = _job_state(result)
+        job_dir = _job_dir(result)
+        if job_dir is not None:
+            trial.set_user_attr("job_dir", str(job_dir))
+        state = _job_state(job_dir)
         if state == "pruned":
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             log.info("Trial %d pruned", trial.number)
@@ -159,23 +221,71 @@ class OptunaSweeper(Sweeper):
         study.tell(trial, value)
         log.info("Trial %d: %s", trial.number, value)
 
+    def _write_results(self, study, spec: str, sweep_dir: Path) -> None:
+        import optuna
 
-def _override_value(value) -> str:
-    """A plain value as Hydra override syntax: {a:1,b:'text'}."""
+        from mnist_lightning import runs
+
+        trials = study.get_trials(deepcopy=False)
+        finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        summary = {
+            "study_name": self.study_name, "storage": spec, "n_trials": len(trials),
+            "states": {s.name: sum(t.state == s for t in trials) for s in optuna.trial.TrialState},
+            # trial number -> its job folder, parameters and outcome (earlier invocations' trials too)
+            "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                        "job_dir": t.user_attrs.get("job_dir")} for t in trials],
+        }
+        if finished:
+            summary |= {"best_value": study.best_value, "best_params": study.best_params,
+                        "best_trial": study.best_trial.number,
+                        "best_job_dir": study.best_trial.user_attrs.get("job_dir")}
+            log.info("Best %s: %s with %s", self.direction, study.best_value, study.best_params)
+        runs.atomic_write_text(sweep_dir / "optimization_results.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _fail_orphans(study) -> None:
+    """Trials left RUNNING by a sweeper that was killed (or crashed) on this machine are marked FAIL."""
+    import optuna
+
+    from mnist_lightning import runs
+
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("sweeper")
+        if isinstance(owner, dict) and not runs.process_alive(owner):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            log.warning("Trial %d was left running by process %s, which is gone: marked failed",
+                        trial.number, owner.get("pid"))
+
+
+def _override_value(value, pruner: str | None = None) -> str:
+    """A plain value as Hydra override syntax: {a:1,b:'text'}; `pruner` is added as already-written syntax."""
+    from mnist_lightning.overrides import quote
+
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_override_value(v)}" for k, v in value.items()) + "}"
+        items = [f"{k}:{_override_value(v)}" for k, v in value.items()]
+        if pruner is not None:
+            items.append(f"pruner:{pruner}")
+        return "{" + ",".join(items) + "}"
     if isinstance(value, list):
         return "[" + ",".join(_override_value(v) for v in value) + "]"
     if value is None:
         return "null"
     if isinstance(value, str):
-        return "'" + value.replace("'", "\\'") + "'"
+        return quote(value)
     return str(value)
 
 
-def _job_state(result) -> str | None:
+def _job_dir(result) -> Path | None:
     try:
-        run_dir = Path(result.hydra_cfg.hydra.runtime.output_dir)
-        return json.loads((run_dir / "metrics.json").read_text()).get("state")
+        return Path(result.hydra_cfg.hydra.runtime.output_dir)
     except Exception:
+        return None
+
+
+def _job_state(job_dir: Path | None) -> str | None:
+    if job_dir is None:
+        return None
+    try:
+        return json.loads((job_dir / "metrics.json").read_text()).get("state")
+    except (OSError, ValueError):
         return None

@@ -17,6 +17,20 @@ from mnist_lightning.errors import UserError
 from mnist_lightning.models import build_network
 
 
+def _compile_failure(exc: BaseException) -> bool:
+    """Whether `exc` is torch.compile failing to compile (Dynamo or a backend), not an error of running the model."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError, InvalidCxxCompiler, OperatorIssue
+
+    chain, cause = [], exc
+    while cause is not None and len(chain) < 20:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(e, torch.OutOfMemoryError) for e in chain):
+        return False
+    return isinstance(exc, (TorchDynamoException, CppCompileError, InvalidCxxCompiler, OperatorIssue))
+
+
 class MNISTLitModule(pl.LightningModule):
     """Trains a network given as `{"arch": name, **kwargs}`.
 
@@ -24,6 +38,9 @@ class MNISTLitModule(pl.LightningModule):
     run's own network whatever the current config says. `optimizer` and `scheduler` are factories
     (Hydra `_partial_` configs): `optimizer(params)`, `scheduler(optimizer)`.
     """
+
+    # every metric it logs, by the `stage/name` convention; `optimized_metric` must be one of them
+    METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc")
 
     def __init__(self, net: dict, optimizer: Callable | None = None, scheduler: Callable | None = None,
                  scheduler_interval: str = "epoch", num_classes: int = 10, compile: bool = False):
@@ -54,10 +71,14 @@ class MNISTLitModule(pl.LightningModule):
             return self.net(x)
         try:
             return compiled(x)
-        except Exception as exc:  # compilers missing or the platform unsupported: train uncompiled instead
+        except Exception as exc:
+            if not _compile_failure(exc):
+                raise  # out of memory, a bug in the network, bad input: eager would not help
+            # no C compiler, an unsupported platform or operator: train uncompiled instead
             self.__dict__["_compiled"] = None
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             rank_zero_warn(f"model.compile=true: torch.compile failed here ({exc.__class__.__name__}: "
-                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); running uncompiled")
+                           f"{first_line}); running uncompiled")
             return self.net(x)
 
     def on_train_start(self) -> None:
