@@ -1,13 +1,20 @@
 # Two commands on a fresh machine: `make train` and `make test`. Both install into .venv first.
+# `make help` lists every target; the text after `##` on a target's line is its help.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Re-install only when the dependencies change: a second `make install` does nothing.
 STAMP := $(VENV)/.installed
+# what lint and format look at
+CODE := mnist_lightning tests benchmarks hydra_plugins examples
 
-.PHONY: install data train test evaluate predict examples sweep search summary benchmark benchmark-quick lint tensorboard clean
+.PHONY: help install data train evaluate predict examples sweep search summary tensorboard benchmark \
+	benchmark-quick test test-fast lint format clean
 
-install: $(STAMP)
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(STAMP) ## create .venv and install the package with every extra (dev)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,61 +22,57 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(STAMP)
 
-# download MNIST into data/MNIST/raw (training also does it when the files are missing)
-data: install
-	$(BIN)/python -c "import sys; from mnist_lightning.data import fetch; sys.exit(fetch('data'))"
+data: install ## download MNIST into data/MNIST/raw (training also does it when files are missing)
+	$(BIN)/python -c "import sys; from mnist_lightning.data.files import fetch; sys.exit(fetch('data'))"
 
-# make train ARGS="trainer.max_epochs=10 data.batch_size=128"
-train: install
+train: install ## train the seed CNN for 5 epochs; ARGS="trainer.max_epochs=10 data.batch_size=128"
 	$(BIN)/python -m mnist_lightning.train $(ARGS)
 
-# the best run under outputs/ on the 10,000 test images; make evaluate ARGS="model_ref=latest"
-evaluate: install
+evaluate: install ## reports for the best run on the 10,000 test images; ARGS="model_ref=latest"
 	$(BIN)/python -m mnist_lightning.evaluate $(ARGS)
 
-# the best run on the example images in examples/; make predict IMAGE=my_digit.png
 IMAGE ?= examples
-predict: install
+predict: install ## predict the images in examples/ (or IMAGE=my_digit.png)
 	$(BIN)/python -m mnist_lightning.predict image=$(IMAGE) $(ARGS)
 
-# rewrite examples/ from the MNIST test set (DATA=folder holding MNIST/raw)
 DATA ?= $(if $(MNIST_DATA_DIR),$(MNIST_DATA_DIR),data)
-examples: install
-	$(BIN)/python -m mnist_lightning.examples $(DATA) examples
+examples: install ## rewrite examples/ from the MNIST test set (DATA=folder holding MNIST/raw)
+	$(BIN)/python examples/renderings.py $(DATA) examples
 
-# a 2x2 grid of one-epoch runs, each in outputs/multirun/<date>/<time>/<job>/
-sweep: install
+sweep: install ## a 2x2 grid of one-epoch runs in outputs/multirun/<date>/<time>/<job>/
 	$(BIN)/python -m mnist_lightning.train -m model.optimizer.lr=1e-3,3e-3 data.batch_size=64,128 \
 		trainer.max_epochs=1 $(ARGS)
 
-# Optuna search; running it again continues the study in outputs/studies/ with N_TRIALS more trials
 N_TRIALS ?= 20
-search: install
+search: install ## Optuna search; again continues the study in outputs/studies/ (N_TRIALS=20 more)
 	$(BIN)/python -m mnist_lightning.train -m hparams_search=optuna hydra.sweeper.n_trials=$(N_TRIALS) $(ARGS)
 
-# table of the runs under DIR (a sweep folder, default all of outputs/)
 DIR ?= outputs
-summary: install
+summary: install ## table of the runs under DIR (a sweep folder, default all of outputs/)
 	$(BIN)/python -m mnist_lightning.summarize $(DIR)
 
-# side by side with the plain-PyTorch baseline: benchmarks/results/<machine>.json and BENCHMARKS.md
-# (about 30 min on 2 CPU cores; ARGS="--only inference" for a part)
-benchmark: install
-	$(BIN)/python benchmarks/run.py $(ARGS)
-
-# the same on tiny limits, to check the harness; writes only under outputs/benchmarks/quick
-benchmark-quick: install
-	$(BIN)/python benchmarks/run.py --quick --out outputs/benchmarks/quick $(ARGS)
-
-# make test ARGS="-k datamodule"
-test: install
-	$(BIN)/python -m pytest $(ARGS)
-
-lint: install
-	$(BIN)/ruff check mnist_lightning tests benchmarks hydra_plugins
-
-tensorboard: install
+tensorboard: install ## TensorBoard over every run in outputs/
 	$(BIN)/tensorboard --logdir outputs
 
-clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+benchmark: install ## every figure beside its baseline -> BENCHMARKS.md (about 30 min on 2 CPU cores)
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
+benchmark-quick: install ## the benchmark harness on tiny limits (figures mean nothing)
+	$(BIN)/python benchmarks/run.py --quick --out outputs/benchmarks/quick $(ARGS)
+
+test: install ## the whole test suite (what CI runs); ARGS="-k datamodule" for a part
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: install ## the suite without the slow end-to-end runs (about a minute)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+lint: install ## ruff check and ruff format --check; CI fails on either
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+
+format: install ## apply ruff format and ruff's safe fixes
+	$(BIN)/ruff check --fix $(CODE)
+	$(BIN)/ruff format $(CODE)
+
+clean: ## remove .venv and caches (outputs/ stays)
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache build dist

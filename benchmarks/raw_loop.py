@@ -15,8 +15,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mnist_lightning.data import normalize
-from mnist_lightning.datamodule import MNISTDataModule
+from mnist_lightning.data.datamodule import MNISTDataModule
+from mnist_lightning.data.transforms import normalize
 from mnist_lightning.models import build_network
 
 

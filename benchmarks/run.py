@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data-dir {args.data_dir}: no MNIST/raw there; set MNIST_DATA_DIR or pass --data-dir")
     repeats = args.repeats or (1 if args.quick else 3)
 
-    from mnist_lightning.runs import lineage
+    from mnist_lightning.runs.lineage import lineage
 
     info = lineage()
     bench = Bench(Path(args.data_dir), quick=args.quick, repeats=repeats)
@@ -246,8 +246,8 @@ class Bench:
         from torch.utils.data import DataLoader, Subset
         from torchvision import datasets, transforms
 
-        from mnist_lightning.datamodule import MNISTDataModule
-        from mnist_lightning.evaluate import predict_logits
+        from mnist_lightning.data.datamodule import MNISTDataModule
+        from mnist_lightning.inference.runtime import logits_in_batches
         from mnist_lightning.models.cnn import SeedCNN
 
         network = SeedCNN().eval()
@@ -267,7 +267,7 @@ class Bench:
             datamodule = MNISTDataModule(str(self.data_dir), download=False)
             datamodule.setup("test")
             images, labels = datamodule.test_set.images[:count], datamodule.test_set.labels[:count]
-            logits = predict_logits(network, images, datamodule.eval_batch_size_for("cpu"), "cpu")
+            logits = logits_in_batches(network, images, datamodule.eval_batch_size_for("cpu"), torch.device("cpu"))
             return int((logits.argmax(1) == labels).sum())
 
         times = {"ours": [], "baseline": []}
@@ -280,24 +280,25 @@ class Bench:
         log(f"   evaluation {times}")
         return [row("evaluation", f"{count:,} test images: load + predict (s)", o, b, "s", target=">= 3x faster",
                     met=b / o >= 3, method=f"median of {len(times['ours'])}, in one process; ours: "
-                    "MNISTDataModule.setup('test') (md5-checked) + evaluate.predict_logits in batches of "
+                    "MNISTDataModule.setup('test') (md5-checked) + runtime.logits_in_batches in batches of "
                     f"{MNISTDataModule(str(self.data_dir)).eval_batch_size_for('cpu')}", runs=times)]
 
     def inference(self) -> list[dict]:
         """Single-image latency with preprocessing, batched throughput, and the CLI's cold start."""
         import torch
 
-        from mnist_lightning import preprocess, runs
-        from mnist_lightning.predict import classify
+        from mnist_lightning.inference import preprocess
+        from mnist_lightning.inference.runtime import logits_in_batches, probabilities
+        from mnist_lightning.models.checkpoint import load_network
 
         checkpoint = self.checkpoint or self._fresh_checkpoint()
-        network = runs.load_network(checkpoint)
+        network = load_network(checkpoint)
         images = sorted(p for p in (ROOT / "examples").iterdir() if p.suffix in (".png", ".jpg", ".gif"))
         decoded = [preprocess.open_image(p) for p in images]
 
         def one(index: int) -> None:
             image = preprocess.open_image(images[index % len(images)])
-            classify(network, [preprocess.prepare(image).digit])
+            probabilities(network, [preprocess.prepare(image).digit])
 
         for i in range(20):
             one(i)
@@ -314,13 +315,11 @@ class Bench:
         rates = []
         for _ in range(3 if self.quick else 10):
             started = time.perf_counter()
-            classify(network, [preprocess.prepare(image).digit for image in batch])
+            probabilities(network, [preprocess.prepare(image).digit for image in batch])
             rates.append(len(batch) / (time.perf_counter() - started))
         tensors = torch.randint(0, 256, (1000 if self.quick else 10_000, 28, 28), dtype=torch.uint8)
-        from mnist_lightning.evaluate import predict_logits
-
         started = time.perf_counter()
-        predict_logits(network, tensors, 64, "cpu")
+        logits_in_batches(network, tensors, 64, torch.device("cpu"))
         model_rate = len(tensors) / (time.perf_counter() - started)
 
         cold = []
@@ -339,7 +338,7 @@ class Bench:
             row("inference", "batch of 256 images, preprocess + forward (images/s)", round(median(rates), 1),
                 unit="images/s", better="higher", method="median of batches of decoded example images"),
             row("inference", f"model only, {len(tensors):,} prepared images (images/s)", round(model_rate, 1),
-                unit="images/s", better="higher", method="evaluate.predict_logits in batches of 64 (the CPU default)"),
+                unit="images/s", better="higher", method="logits_in_batches in batches of 64 (the CPU default)"),
             row("inference", "cold start: python -m mnist_lightning.predict, one image (s)", median(cold), unit="s",
                 method=f"process start to exit, median of {len(cold)}, visualize=false", runs={"cold": cold}),
         ]

@@ -1,7 +1,7 @@
 """Predict digits in real-world images: `python -m mnist_lightning.predict image=PATH`.
 
 PATH is a file, a folder, a glob or a list. Each image is turned into MNIST's 28x28 format by
-`mnist_lightning.preprocess`; bad files get their own error line and never stop the batch.
+`mnist_lightning.inference.preprocess`; bad files get their own error line and never stop the batch.
 Imports neither Lightning nor matplotlib (unless drawing), so it starts fast.
 """
 
@@ -11,33 +11,19 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_lightning.errors import UserError
 
-if TYPE_CHECKING:
-    import torch
-
 log = logging.getLogger(__name__)
 
 
-def classify(network, digits: list) -> torch.Tensor:
-    """Class probabilities (N, 10) for prepared 28x28 digits (`preprocess.prepare(...).digit`, values in 0..1)."""
-    import numpy as np
-    import torch
-
-    from mnist_lightning.data import normalize
-
-    batch = torch.from_numpy(np.stack(digits) * 255)
-    with torch.inference_mode():
-        return network(normalize(batch)).softmax(1)
-
-
 def predict(cfg: DictConfig) -> list[dict]:
-    from mnist_lightning import preprocess, runs
+    from mnist_lightning.inference import preprocess, runtime
+    from mnist_lightning.models.checkpoint import load_network
+    from mnist_lightning.runs import atomic, resolve
 
     if OmegaConf.is_missing(cfg, "image"):
         raise UserError("image=PATH is required: a file, a folder of images, a glob such as 'digits/*.png', "
@@ -49,8 +35,8 @@ def predict(cfg: DictConfig) -> list[dict]:
         paths += found
         results += [{"path": s, "error": e} for s, e in errors]
 
-    checkpoint = runs.resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
-    network = runs.load_network(checkpoint)
+    checkpoint = resolve.resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
+    network = load_network(checkpoint)
 
     prepared = {}
     for path in paths:
@@ -66,7 +52,7 @@ def predict(cfg: DictConfig) -> list[dict]:
             prepared[path] = (image, ready)
 
     if prepared:
-        probabilities = classify(network, [ready.digit for _, ready in prepared.values()])
+        probabilities = runtime.probabilities(network, [ready.digit for _, ready in prepared.values()])
         for (path, (_, ready)), probs in zip(prepared.items(), probabilities, strict=True):
             confidence, digit = probs.max(0)
             results.append({
@@ -79,10 +65,10 @@ def predict(cfg: DictConfig) -> list[dict]:
     run_dir = Path(cfg.paths.output_dir)
     out_file = Path(cfg.predictions_file) if cfg.predictions_file else run_dir / "predictions.jsonl"
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write_text(out_file, "".join(json.dumps(r) + "\n" for r in results))
+    atomic.write_text(out_file, "".join(json.dumps(r) + "\n" for r in results))
 
     if cfg.visualize and prepared:
-        from mnist_lightning import reports
+        from mnist_lightning.inference import reports
 
         for index, result in enumerate(results):
             if "prediction" not in result:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_lightning.data import MNIST_FILES, FileSpec
+from mnist_lightning.data.files import MNIST_FILES, FileSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "mnist_lightning" / "conf"

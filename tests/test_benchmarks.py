@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # the benchmark harness end to end
 
 
 def test_quick_benchmark_writes_json_and_a_table(tmp_path, mnist_dir):

@@ -3,32 +3,55 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from mnist_lightning import hardware
-from mnist_lightning.callbacks import TargetMetric
+from mnist_lightning.training import precision as hardware
+from mnist_lightning.training.callbacks import EpochThroughput, target_reached
 
 
-def fake_trainer(value: float, sanity: bool = False) -> SimpleNamespace:
-    return SimpleNamespace(callback_metrics={"val/acc": torch.tensor(value)}, sanity_checking=sanity,
-                           current_epoch=1, global_step=120, should_stop=False)
+def fit_tiny(tiny_mnist, callbacks: list, max_epochs: int = 2, **trainer_kwargs):
+    """A real Trainer fitting the perceptron on the tests' tiny IDX files: 250 train / 50 val images."""
+    from functools import partial
+
+    import lightning.pytorch as pl
+
+    from mnist_lightning.data.datamodule import MNISTDataModule
+    from mnist_lightning.models.lit_module import MNISTLitModule
+
+    root, files = tiny_mnist
+    datamodule = MNISTDataModule(data_dir=str(root), files=files, val_size=50, batch_size=25, eval_batch_size=25)
+    model = MNISTLitModule({"arch": "mlp", "hidden": [16]}, optimizer=partial(torch.optim.Adam, lr=1e-3))
+    trainer = pl.Trainer(max_epochs=max_epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         use_distributed_sampler=False, **trainer_kwargs)
+    trainer.fit(model, datamodule=datamodule)
+    return trainer
 
 
-def test_target_metric_stops_at_the_first_validation_that_reaches_it():
-    callback = TargetMetric(monitor="val/acc", target=0.99)
-    callback.on_train_start(None, None)
-    time.sleep(0.2)
-    below, sanity, above = fake_trainer(0.985), fake_trainer(0.999, sanity=True), fake_trainer(0.9912)
-    for trainer in (below, sanity):
-        callback.on_validation_end(trainer, None)
-        assert not trainer.should_stop and callback.reached is None
-    callback.on_validation_end(above, None)
-    assert above.should_stop
-    assert callback.reached["value"] == 0.9912 and callback.reached["global_step"] == 120
-    assert 0.2 <= callback.reached["seconds"] < 5  # measured from the start of training
+def test_epoch_throughput_counts_every_training_sample_of_each_epoch(tiny_mnist):
+    throughput = EpochThroughput(window_size=2)
+    started = time.perf_counter()
+    fit_tiny(tiny_mnist, [throughput], max_epochs=3)
+    elapsed = time.perf_counter() - started
+    assert len(throughput.epoch_seconds) == len(throughput.samples_per_s) == 3
+    assert 0 < sum(throughput.epoch_seconds) < elapsed  # training steps only: validation and setup are left out
+    for seconds, rate in zip(throughput.epoch_seconds, throughput.samples_per_s, strict=True):
+        assert rate == pytest.approx(250 / seconds, rel=0.01)  # 10 batches of 25 per epoch
+
+
+def test_a_stopping_threshold_ends_training_at_the_first_validation_that_reaches_it(tiny_mnist):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    target = EarlyStopping(monitor="val/acc_best", mode="max", stopping_threshold=0.0, patience=1000)
+    plateau = EarlyStopping(monitor="val/acc", mode="max", patience=5)
+    trainer = fit_tiny(tiny_mnist, [target, plateau], max_epochs=5, val_check_interval=0.5)
+    reached = target_reached([plateau, target], trainer, seconds=1.5)
+    assert trainer.global_step == 5  # stopped at the first validation: half of the first epoch
+    assert reached == {"metric": "val/acc_best", "value": reached["value"], "target": 0.0, "epoch": 0,
+                       "global_step": 5, "seconds": 1.5}
+    assert target_reached([plateau], trainer, seconds=1.5) is None
 
 
 def test_auto_precision_uses_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
@@ -51,7 +74,7 @@ def test_auto_precision_on_gpus_follows_bf16_tensor_cores(monkeypatch):
 
 def compiled_module(compiled):
     """The LightningModule with model.compile=true, its compiled forward replaced by `compiled`."""
-    from mnist_lightning.models.module import MNISTLitModule
+    from mnist_lightning.models.lit_module import MNISTLitModule
 
     module = MNISTLitModule({"arch": "mlp", "hidden": [8]}, compile=False)
     module.__dict__["_compiled"] = compiled

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import open_dict
 
 from conftest import CONF_DIR, run_cli
-from mnist_lightning.config import build, build_each, build_trainer
+from mnist_lightning.cli.build import build, build_each, build_trainer
 from mnist_lightning.errors import UserError
 
 GROUPS = {group.name: sorted(p.stem for p in group.glob("*.yaml")) for group in CONF_DIR.iterdir() if group.is_dir()}
@@ -111,6 +111,7 @@ def test_bad_settings_stop_before_training_naming_the_key(override, message, tmp
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_and_no_traceback_for_a_bad_override(tmp_path, mnist_dir):
     result = run_cli("mnist_lightning.train", "data.batch_size=0", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
     assert result.returncode == 2
@@ -118,6 +119,7 @@ def test_cli_prints_one_line_and_no_traceback_for_a_bad_override(tmp_path, mnist
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_cli_unknown_group_option_lists_the_choices(tmp_path, mnist_dir):
     result = run_cli("mnist_lightning.train", "model=resnet", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
     assert result.returncode != 0
@@ -141,6 +143,8 @@ def test_ddp_leaves_our_sharded_batches_alone_and_gives_other_datamodules_a_dist
         assert trainer._accelerator_connector.use_distributed_sampler is expected, type(datamodule).__name__
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # resumed into another run folder on purpose
 def test_every_checkpoint_the_trainer_loads_is_loaded_weights_only(tmp_path, mnist_dir, monkeypatch):
     """Resume (fit) and the final test both load checkpoints; torch's own default for weights_only differs between
     the versions this project allows, so each load must ask for it."""

@@ -5,8 +5,9 @@ from unittest import mock
 import pytest
 import torch
 
-from mnist_lightning import data
-from mnist_lightning.datamodule import BatchIndexSampler, MNISTDataModule, RandomAffine, normalize
+from mnist_lightning.data import files as data
+from mnist_lightning.data.datamodule import BatchIndexSampler, MNISTDataModule
+from mnist_lightning.data.transforms import MNIST_MEAN, MNIST_STD, RandomAffine, normalize
 from mnist_lightning.errors import DataError
 
 
@@ -64,7 +65,7 @@ def test_failed_download_is_one_clear_error(tmp_path):
 
 def test_present_files_are_used_without_download_or_writes(tiny_mnist):
     root, files = tiny_mnist
-    with mock.patch("mnist_lightning.data.download") as download:
+    with mock.patch("mnist_lightning.data.files.download") as download:
         dm = MNISTDataModule(data_dir=str(root), files=files, val_size=50)
         dm.prepare_data()
         dm.setup("fit")
@@ -110,7 +111,7 @@ def test_batches_are_indexed_from_memory_and_normalised(tiny_mnist):
     assert images.dtype == torch.uint8 and images.shape == (32, 28, 28) and labels.shape == (32,)
     x, y = dm.on_after_batch_transfer((images, labels), 0)
     assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32
-    expected = (images.float() / 255 - data.MNIST_MEAN) / data.MNIST_STD
+    expected = (images.float() / 255 - MNIST_MEAN) / MNIST_STD
     assert torch.allclose(x[:, 0], expected, atol=1e-5)
     assert len(dm.train_dataloader()) == 8  # ceil(250 / 32)
 

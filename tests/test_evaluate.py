@@ -4,66 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import run_cli
-from mnist_lightning import reports, runs
 from mnist_lightning.errors import UserError
+from mnist_lightning.inference import reports
+from mnist_lightning.models.checkpoint import load_network
+from mnist_lightning.runs import layout, lineage
 
 
-def fake_run(root: Path, name: str, val_acc: float | None, ckpt: bytes | None = b"weights", state: str = "finished",
-             val_samples: int = 5000) -> Path:
-    run_dir = root / name
-    (run_dir / "checkpoints").mkdir(parents=True)
-    if ckpt is not None:
-        (run_dir / "checkpoints" / "best.ckpt").write_bytes(ckpt)
-    runs.write_metrics(run_dir, {"state": state, "val/acc_best": val_acc, "best_checkpoint": "checkpoints/best.ckpt",
-                                 "val_samples": val_samples, "val_split_size": 5000})
-    time.sleep(0.01)  # distinct modification times: find_runs sorts by them
-    return run_dir
-
-
-def test_resolver_picks_best_or_latest_and_skips_unusable_runs(tmp_path):
-    good = fake_run(tmp_path, "a", 0.97)
-    best = fake_run(tmp_path, "b", 0.99)
-    fake_run(tmp_path, "c", 0.999, ckpt=None)  # its checkpoint is gone
-    fake_run(tmp_path, "d", 0.9999, ckpt=b"")  # an empty file
-    fake_run(tmp_path, "debug", 1.0, val_samples=128)  # validated on two batches: not comparable
-    fake_run(tmp_path, "killed", 0.995, state="interrupted")
-    newest = fake_run(tmp_path, "e", 0.98)
-    (tmp_path / "evaluate_run").mkdir()
-    runs.write_metrics(tmp_path / "evaluate_run", {"accuracy": 1.0})  # not a training run
-    assert runs.resolve_model(None, "best", tmp_path) == best / "checkpoints" / "best.ckpt"
-    assert runs.resolve_model(None, "latest", tmp_path) == newest / "checkpoints" / "best.ckpt"
-    explicit = good / "checkpoints" / "best.ckpt"
-    assert runs.resolve_model(str(explicit), "best", tmp_path) == explicit
-
-
-def test_best_needs_a_run_validated_on_the_whole_split(tmp_path):
-    debug = fake_run(tmp_path, "debug", 1.0, val_samples=128)
-    with pytest.raises(UserError, match="model_ref=best: none of the 1 runs .* finished with validation on the whole "
-                                        "split .* Use model_ref=latest"):
-        runs.resolve_model(None, "best", tmp_path)
-    assert runs.resolve_model(None, "latest", tmp_path) == debug / "checkpoints" / "best.ckpt"
-
-
-def test_resolver_errors(tmp_path):
-    with pytest.raises(UserError, match="No trained model under .*run `make train`"):
-        runs.resolve_model(None, "best", tmp_path)
-    with pytest.raises(UserError, match="ckpt_path=.*no such checkpoint"):
-        runs.resolve_model(str(tmp_path / "x.ckpt"), "best", tmp_path)
-    with pytest.raises(UserError, match="model_ref=newest"):
-        runs.resolve_model(None, "newest", tmp_path)
-
-
+@pytest.mark.slow
 def test_bad_checkpoints_are_named_and_never_unpickled(trained, tmp_path):
     _, run_dir, _ = trained
-    good = run_dir / runs.read_metrics(run_dir)["best_checkpoint"]
-    assert runs.load_network(good)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    good = run_dir / layout.read_metrics(run_dir)["best_checkpoint"]
+    assert load_network(good)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
 
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(good.read_bytes()[:5000])
@@ -77,7 +34,7 @@ def test_bad_checkpoints_are_named_and_never_unpickled(trained, tmp_path):
     torch.save({"hyper_parameters": {"net": {"arch": "cnn"}}, "state_dict": {}, "payload": Path("x")}, pickled)
     for path in (truncated, garbage, other, pickled):
         with pytest.raises(UserError, match=f"{path.name}: not a loadable mnist_lightning checkpoint"):
-            runs.load_network(path)
+            load_network(path)
 
 
 def test_metrics_and_report_on_known_predictions():
@@ -103,6 +60,7 @@ def evaluated(trained, mnist_dir):
     return run_dir, result
 
 
+@pytest.mark.slow
 def test_evaluate_writes_every_report(evaluated):
     run_dir, result = evaluated
     for name in ("metrics.json", "classification_report.txt", "confusion_matrix.png",
@@ -111,23 +69,26 @@ def test_evaluate_writes_every_report(evaluated):
     assert "test accuracy" in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_evaluate_metrics_match_a_direct_recomputation(evaluated, mnist_dir):
-    from mnist_lightning.data import load_split, normalize
+    from mnist_lightning.data.files import load_split
+    from mnist_lightning.data.transforms import normalize
 
     run_dir, _ = evaluated
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert sum(c["support"] for c in metrics["per_class"].values()) == 10_000
-    assert metrics["checkpoint_sha256"] == runs.sha256sum(metrics["checkpoint"])
+    assert metrics["checkpoint_sha256"] == lineage.sha256sum(metrics["checkpoint"])
     assert metrics["data_md5"]["t10k-images-idx3-ubyte"] == "2646ac647ad5339dbf082846283269ea"
     for key in ("loss", "ece", "macro", "weighted"):
         assert key in metrics
     images, labels = load_split(mnist_dir, train=False)
-    network = runs.load_network(metrics["checkpoint"])
+    network = load_network(metrics["checkpoint"])
     with torch.no_grad():
         accuracy = (network(normalize(images)).argmax(1) == labels).float().mean().item()
     assert metrics["accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_figures_are_in_tensorboard(evaluated):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -138,34 +99,17 @@ def test_evaluate_figures_are_in_tensorboard(evaluated):
     assert expected <= set(events.Tags()["images"])
 
 
+@pytest.mark.slow
 def test_evaluate_without_any_model_says_to_train(tmp_path, mnist_dir):
     result = run_cli("mnist_lightning.evaluate", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
     assert result.returncode == 2
     assert "run `make train` first" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_with_an_unknown_device_says_so_in_one_line(trained, mnist_dir):
     cwd, _, _ = trained
     result = run_cli("mnist_lightning.evaluate", "device=foo", cwd=cwd, data_dir=mnist_dir, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "device=foo: not a device name; use auto, cpu, cuda or cuda:N" in result.stderr
 
-
-def test_ckpt_path_last_is_the_newest_single_run_nobody_trains_in(tmp_path):
-    def run(name: str, mode: str = "RUN") -> Path:
-        (tmp_path / name / "checkpoints").mkdir(parents=True)
-        (tmp_path / name / ".hydra").mkdir()
-        (tmp_path / name / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  mode: {mode}\n")
-        (tmp_path / name / "checkpoints" / "last.ckpt").write_bytes(b"x")
-        time.sleep(0.01)
-        return tmp_path / name / "checkpoints" / "last.ckpt"
-
-    run("2026-01-01/10-00-00-000000")
-    wanted = run("2026-01-01/08-00-00-000000")
-    run("multirun/2026-01-02/09-00-00-000000/3", mode="MULTIRUN")  # a sweep job: resumed by its own path
-    busy = run("2026-01-03/09-00-00-000000")
-    (busy.parent.parent / runs.LOCK_FILE).write_text(json.dumps(runs.this_process()))  # a live process trains there
-    assert runs.resume_checkpoint("last", tmp_path) == wanted
-    assert runs.resume_checkpoint(None, tmp_path) is None
-    (wanted.parent.parent / runs.LOCK_FILE).write_text(json.dumps({**runs.this_process(), "pid": 2**22 + 1}))
-    assert runs.resume_checkpoint("last", tmp_path) == wanted, "a stale lock does not hide a run"

@@ -16,6 +16,8 @@ import torch
 
 from conftest import run_cli, run_dirs
 
+pytestmark = pytest.mark.slow  # training processes killed and resumed
+
 # Kill times are random so that kills land in different places across runs; the seed is printed (pytest shows it
 # with a failure) and FAULT_SEED=<seed> replays the same times.
 SEED = int(os.environ.get("FAULT_SEED") or random.SystemRandom().randrange(2**32))
@@ -126,7 +128,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, mnist_dir):
 
 KILL_WHILE_SAVING = """
 import sys, torch
-from mnist_lightning.fault import AtomicCheckpointIO
+from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
 io, version = AtomicCheckpointIO(), 0
 while True:
     version += 1
@@ -151,33 +153,6 @@ def test_kill_during_checkpoint_write_leaves_the_previous_or_the_new_file(tmp_pa
     assert [p.name for p in target.parent.iterdir() if p.suffix == ".ckpt"] == ["last.ckpt"]
 
 
-def test_atomic_save_that_fails_keeps_the_old_file(tmp_path):
-    from mnist_lightning.fault import AtomicCheckpointIO
-
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("cannot pickle this")
-
-    target = tmp_path / "best.ckpt"
-    io = AtomicCheckpointIO()
-    io.save_checkpoint({"version": 1}, target)
-    with pytest.raises(RuntimeError, match="cannot pickle"):
-        io.save_checkpoint({"version": 2, "bad": Unpicklable()}, target)
-    assert torch.load(target, weights_only=True) == {"version": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]  # no temporary file left behind
-
-
-def test_resolver_skips_temporary_files_of_an_interrupted_save(tmp_path):
-    from mnist_lightning import runs
-
-    run_dir = tmp_path / "outputs" / "2026-01-01" / "00-00-00-000000-1"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "checkpoints" / ".epoch_01.ckpt.x1y2.tmp").write_bytes(b"partial")
-    runs.write_metrics(run_dir, {"state": "interrupted", "best_checkpoint": "checkpoints/.epoch_01.ckpt.x1y2.tmp"})
-    with pytest.raises(runs.UserError, match="No trained model"):
-        runs.resolve_model(None, "best", tmp_path / "outputs")
-
-
 def test_resume_with_another_network_is_refused_before_training(trained, mnist_dir, tmp_path):
     _, run_dir, _ = trained
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
@@ -189,15 +164,17 @@ def test_resume_with_another_network_is_refused_before_training(trained, mnist_d
 
 
 def test_missing_or_foreign_checkpoint_is_refused_in_one_line(tmp_path, mnist_dir):
-    from mnist_lightning import runs
+    from mnist_lightning.errors import UserError
+    from mnist_lightning.training.resume import check_resumable
 
     missing = run_cli("mnist_lightning.train", f"ckpt_path={tmp_path / 'nope.ckpt'}", cwd=tmp_path,
                       data_dir=mnist_dir, timeout=120)
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    assert not (tmp_path / "outputs").exists(), "refused before Hydra made a run folder"
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(runs.UserError, match="not a resumable mnist_lightning training checkpoint"):
-        runs.check_resumable(foreign, {"arch": "cnn"})
+    with pytest.raises(UserError, match="not a resumable mnist_lightning training checkpoint"):
+        check_resumable(foreign, {"arch": "cnn"})
 
 
 def test_unwritable_output_folder_is_refused_before_anything_runs(tmp_path, mnist_dir):

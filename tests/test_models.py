@@ -39,7 +39,7 @@ def test_unknown_network_or_argument_is_a_clear_error():
 def test_module_rejects_a_bad_optimizer_setting_when_built():
     from functools import partial
 
-    from mnist_lightning.models.module import MNISTLitModule
+    from mnist_lightning.models.lit_module import MNISTLitModule
 
     with pytest.raises(ValueError, match="optimizer: Invalid learning rate"):
         MNISTLitModule(net={"arch": "cnn"}, optimizer=partial(torch.optim.Adam, lr=-1.0))

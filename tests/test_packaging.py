@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import shutil
@@ -12,6 +14,8 @@ import zipfile
 from pathlib import Path
 
 from conftest import ROOT, run_dirs
+
+pytestmark = pytest.mark.slow  # builds and installs a wheel, then trains
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2", "logger=none", "trainer.enable_progress_bar=false",

@@ -9,15 +9,21 @@ import pytest
 import torch
 from PIL import Image
 
+import renderings as examples
 from conftest import run_cli
-from mnist_lightning import examples, preprocess, runs
-from mnist_lightning.data import load_split, normalize
+from mnist_lightning.data.files import load_split
+from mnist_lightning.data.transforms import normalize
+from mnist_lightning.inference import preprocess
+from mnist_lightning.models.checkpoint import load_network
+from mnist_lightning.runs import layout
+
+pytestmark = pytest.mark.slow  # needs the trained model of the shared training run
 
 
 @pytest.fixture(scope="module")
 def network(trained):
     _, run_dir, _ = trained
-    return runs.load_network(run_dir / runs.read_metrics(run_dir)["best_checkpoint"])
+    return load_network(run_dir / layout.read_metrics(run_dir)["best_checkpoint"])
 
 
 @pytest.mark.parametrize("variant", list(examples.variants(np.zeros((28, 28), np.uint8))))

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_lightning import examples, preprocess
-from mnist_lightning.data import load_split
+import renderings as examples
+from mnist_lightning.data.files import load_split
+from mnist_lightning.inference import preprocess
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,7 @@ def test_preprocess_imports_no_lightning_or_hydra():
     import subprocess
     import sys
 
-    code = ("import sys, mnist_lightning.preprocess; "
+    code = ("import sys, mnist_lightning.inference.preprocess; "
             "print(sorted(m for m in ('lightning', 'hydra', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

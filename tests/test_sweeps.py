@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from conftest import run_cli
-from mnist_lightning import runs, summarize
-from mnist_lightning.pruning import OptunaPruning, open_storage
+from mnist_lightning import summarize
+from mnist_lightning.runs import layout, lock
+from mnist_lightning.runs.summary import summarize as summarize_runs
+from mnist_lightning.training.pruning import OptunaPruning, open_storage
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1", "logger=none", "trainer.enable_progress_bar=false"]
@@ -27,6 +29,7 @@ def job_metrics(sweep: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
 
 
+@pytest.mark.slow
 def test_grid_sweep_writes_a_run_per_job_and_a_summary(tmp_path, mnist_dir):
     result = run_cli("mnist_lightning.train", "-m", "model.optimizer.lr=1e-3,3e-3", "data.batch_size=64,128", *TINY,
                      cwd=tmp_path, data_dir=mnist_dir)
@@ -37,7 +40,7 @@ def test_grid_sweep_writes_a_run_per_job_and_a_summary(tmp_path, mnist_dir):
     for job, m in metrics.items():
         assert m["state"] == "finished" and (sweep / job / m["best_checkpoint"]).is_file()
         assert (sweep / job / ".hydra" / "config.yaml").is_file()
-    rows, _ = summarize.summarize(sweep)
+    rows, _ = summarize_runs(sweep)
     assert len(rows) == 4 and (sweep / "summary.csv").is_file() and (sweep / "summary.md").is_file()
     assert {r["overrides"] for r in rows} == {f"model.optimizer.lr={lr} data.batch_size={bs}"
                                              for lr in ("0.001", "0.003") for bs in (64, 128)}
@@ -45,6 +48,7 @@ def test_grid_sweep_writes_a_run_per_job_and_a_summary(tmp_path, mnist_dir):
     assert accs == sorted(accs, reverse=True)
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep_but_fails_the_command(tmp_path, mnist_dir):
     result = run_cli("mnist_lightning.train", "-m", "data.batch_size=0,64", *TINY, cwd=tmp_path, data_dir=mnist_dir)
     assert result.returncode == 1, result.stderr[-3000:]
@@ -53,10 +57,11 @@ def test_a_failing_job_does_not_stop_the_sweep_but_fails_the_command(tmp_path, m
     assert metrics["0"]["state"] == "failed" and "data.batch_size=0" in metrics["0"]["error"]
     assert metrics["1"]["state"] == "finished"
     assert "1 of 2 jobs failed" in result.stderr and f"{sweep / '0'}: UserError: data.batch_size=0" in result.stderr
-    rows, _ = summarize.summarize(sweep)
+    rows, _ = summarize_runs(sweep)
     assert [r["state"] for r in rows] == ["finished", "failed"]
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_every_job_failed_exits_non_zero(tmp_path, mnist_dir):
     result = run_cli("mnist_lightning.train", "-m", "data.batch_size=0,-1", *TINY, cwd=tmp_path, data_dir=mnist_dir)
     assert result.returncode == 1
@@ -69,6 +74,7 @@ def optuna_run(cwd, mnist_dir, *extra):
                    cwd=cwd, data_dir=mnist_dir)
 
 
+@pytest.mark.slow
 def test_optuna_study_resumes_with_new_points_and_fails_orphaned_trials(tmp_path, mnist_dir):
     import optuna
 
@@ -88,7 +94,7 @@ def test_optuna_study_resumes_with_new_points_and_fails_orphaned_trials(tmp_path
     orphan = study.ask()
     gone = subprocess.Popen(["true"])
     gone.wait()
-    orphan.set_user_attr("sweeper", {**runs.this_process(), "pid": gone.pid})
+    orphan.set_user_attr("sweeper", {**lock.this_process(), "pid": gone.pid})
 
     second = optuna_run(cwd, mnist_dir, "hydra.sweeper.n_trials=1")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -106,6 +112,7 @@ def test_optuna_study_resumes_with_new_points_and_fails_orphaned_trials(tmp_path
     assert by_number[results["best_trial"]]["job_dir"] == results["best_job_dir"]
 
 
+@pytest.mark.slow
 def test_a_resumed_trial_job_trains_on_without_reporting_to_its_finished_trial(tmp_path, mnist_dir):
     import optuna
 
@@ -125,6 +132,7 @@ def test_a_resumed_trial_job_trains_on_without_reporting_to_its_finished_trial(t
     assert trial.state == optuna.trial.TrialState.COMPLETE and list(trial.intermediate_values) == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_misspelt_optimized_metric_stops_the_search_before_any_trial(tmp_path, mnist_dir):
     result = optuna_run(tmp_path, mnist_dir, "optimized_metric=val/acc_bst")
     assert result.returncode != 0
@@ -133,6 +141,7 @@ def test_a_misspelt_optimized_metric_stops_the_search_before_any_trial(tmp_path,
     assert not list((tmp_path / "outputs" / "multirun").glob("*/*/0"))
 
 
+@pytest.mark.slow
 def test_sampled_configurations_that_do_not_compose_fail_only_their_trials(tmp_path, mnist_dir):
     import optuna
 
@@ -148,6 +157,7 @@ def test_sampled_configurations_that_do_not_compose_fail_only_their_trials(tmp_p
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
 
 
+@pytest.mark.slow
 def test_two_trials_in_parallel_processes_share_the_study(tmp_path, mnist_dir):
     import optuna
 
@@ -162,6 +172,7 @@ def test_two_trials_in_parallel_processes_share_the_study(tmp_path, mnist_dir):
     assert len({t.user_attrs["job_dir"] for t in study.trials}) == 2
 
 
+@pytest.mark.slow
 def test_an_unpromising_trial_is_pruned(tmp_path, mnist_dir):
     import optuna
 
@@ -181,10 +192,11 @@ def test_an_unpromising_trial_is_pruned(tmp_path, mnist_dir):
     assert result.returncode == 0  # a pruned trial is not a failed job
     (sweep,) = sweep_dirs(tmp_path)
     assert job_metrics(sweep)["0"]["state"] == "pruned" and job_metrics(sweep)["0"]["epochs"] == 1
-    rows, _ = summarize.summarize(sweep)
+    rows, _ = summarize_runs(sweep)
     assert rows[0]["state"] == "pruned"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_launchers_run_the_jobs_and_seeds_are_aggregated(launcher, tmp_path, mnist_dir):
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
@@ -195,7 +207,7 @@ def test_launchers_run_the_jobs_and_seeds_are_aggregated(launcher, tmp_path, mni
     metrics = job_metrics(sweep)
     assert sorted(metrics) == ["0", "1"] and {m["seed"] for m in metrics.values()} == {1, 2}
     assert all(m["state"] == "finished" for m in metrics.values())
-    rows, groups = summarize.summarize(sweep)
+    rows, groups = summarize_runs(sweep)
     assert len(groups) == 1 and groups[0]["runs"] == 2
     mean, std = groups[0]["test/acc"]
     accs = [m["test/acc"] for m in metrics.values()]
@@ -208,11 +220,23 @@ def test_summarize_cli_on_an_empty_folder(tmp_path):
     assert summarize.main([str(tmp_path / "missing")]) == 2
 
 
-def test_find_training_runs_skips_evaluate_and_predict_folders(tmp_path):
+def test_training_runs_skips_evaluate_and_predict_folders(tmp_path):
     for name, log in (("a", "train.log"), ("b", "evaluate.log"), ("c", "predict.log")):
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / log).write_text("")
-    assert runs.find_training_runs(tmp_path) == [tmp_path / "a"]
+    assert [run.path for run in layout.training_runs(tmp_path)] == [tmp_path / "a"]
+
+
+def test_summarize_cli_takes_a_folder_or_the_outputs_root(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "elsewhere" / "2026-01-01" / "10-00-00-000000-1"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "train.log").write_text("")
+    layout.write_metrics(run, {"state": "finished", "val/acc_best": 0.99, "test/acc": 0.98, "epochs": 1})
+    monkeypatch.chdir(tmp_path)
+    assert summarize.main([f"paths.outputs_root={tmp_path / 'elsewhere'}"]) == 0
+    assert "| 2026-01-01/10-00-00-000000-1 |  | 99.00% | 98.00% | 1 |  | finished |" in capsys.readouterr().out
+    assert summarize.main(["elsewhere"]) == 0 and (tmp_path / "elsewhere" / "summary.md").is_file()
+    assert summarize.main(["dir=elsewhere", "nosuch.key=1"]) == 2  # an override of nothing: one line, no traceback
 
 
 def validation(trainer_epoch: int, **metrics) -> SimpleNamespace:

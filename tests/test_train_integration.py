@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import stat
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import run_cli, run_dirs
-from mnist_lightning.hardware import auto_precision
+from mnist_lightning.training.precision import auto_precision
+
+pytestmark = pytest.mark.slow  # training runs of the CLI
 
 
 def test_run_folder_has_everything(trained):
@@ -76,8 +76,9 @@ RELOAD_TOLERANCE = {"32-true": 1e-5, "bf16-mixed": 1e-3}
 def test_best_checkpoint_reloads_and_reproduces_test_accuracy(trained, mnist_dir):
     from contextlib import nullcontext
 
-    from mnist_lightning.datamodule import MNISTDataModule, normalize
-    from mnist_lightning.models.module import MNISTLitModule
+    from mnist_lightning.data.datamodule import MNISTDataModule
+    from mnist_lightning.data.transforms import normalize
+    from mnist_lightning.models.lit_module import MNISTLitModule
 
     _, run_dir, _ = trained
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -242,18 +243,3 @@ def test_a_crash_that_is_not_a_setting_records_the_failure(tmp_path, mnist_dir):
     assert metrics["state"] == "failed" and metrics["error"].startswith("ZeroDivisionError")
     assert not (run_dir / ".train.lock").exists()
 
-
-@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
-def test_written_files_get_the_permissions_of_the_umask(tmp_path, umask):
-    from mnist_lightning import runs
-    from mnist_lightning.fault import AtomicCheckpointIO
-
-    previous = os.umask(umask)
-    try:
-        runs.write_metrics(tmp_path, {"state": "finished"})
-        AtomicCheckpointIO().save_checkpoint({"step": 1}, tmp_path / "checkpoints" / "last.ckpt")
-        runs.atomic_write_text(tmp_path / "report.txt", "text")
-    finally:
-        os.umask(previous)
-    for path in (tmp_path / "metrics.json", tmp_path / "checkpoints" / "last.ckpt", tmp_path / "report.txt"):
-        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path

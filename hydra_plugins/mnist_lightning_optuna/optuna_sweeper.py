@@ -113,8 +113,9 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
-        from mnist_lightning import overrides, runs
-        from mnist_lightning.pruning import open_storage, pruner_or_none
+        from mnist_lightning.cli import overrides
+        from mnist_lightning.runs.lock import this_process
+        from mnist_lightning.training.pruning import open_storage, pruner_or_none
 
         self._check_optimized_metric()
         parser = OverridesParser.create()
@@ -141,7 +142,7 @@ class OptunaSweeper(Sweeper):
             trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             batch, launched = [], []
             for trial in trials:
-                trial.set_user_attr("sweeper", runs.this_process())  # a trial whose sweeper died is failed later
+                trial.set_user_attr("sweeper", this_process())  # a trial whose sweeper died is failed later
                 handle = "optuna_trial=" + _override_value({"storage": spec, "study_name": self.study_name,
                                                             "number": trial.number}, pruner=self.pruner_override)
                 params = [overrides.assign(k, v) if isinstance(v, str) else f"{k}={v}" for k, v in trial.params.items()]
@@ -192,10 +193,10 @@ class OptunaSweeper(Sweeper):
     def _fail_uncomposable(self, study, trial, job: list[str], job_dir: Path, exc: Exception) -> None:
         import optuna
 
-        from mnist_lightning import runs
+        from mnist_lightning.runs import layout
 
         error = f"{exc.__class__.__name__}: {' '.join(str(exc).split())}"
-        runs.write_metrics(job_dir, {"state": "failed", "error": error, "overrides": job})
+        layout.write_metrics(job_dir, {"state": "failed", "error": error, "overrides": job})
         trial.set_user_attr("job_dir", str(job_dir))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         log.warning("Trial %d failed: its configuration does not compose (%s)", trial.number, error)
@@ -224,7 +225,7 @@ class OptunaSweeper(Sweeper):
     def _write_results(self, study, spec: str, sweep_dir: Path) -> None:
         import optuna
 
-        from mnist_lightning import runs
+        from mnist_lightning.runs import atomic
 
         trials = study.get_trials(deepcopy=False)
         finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -240,18 +241,18 @@ class OptunaSweeper(Sweeper):
                         "best_trial": study.best_trial.number,
                         "best_job_dir": study.best_trial.user_attrs.get("job_dir")}
             log.info("Best %s: %s with %s", self.direction, study.best_value, study.best_params)
-        runs.atomic_write_text(sweep_dir / "optimization_results.json", json.dumps(summary, indent=2) + "\n")
+        atomic.write_text(sweep_dir / "optimization_results.json", json.dumps(summary, indent=2) + "\n")
 
 
 def _fail_orphans(study) -> None:
     """Trials left RUNNING by a sweeper that was killed (or crashed) on this machine are marked FAIL."""
     import optuna
 
-    from mnist_lightning import runs
+    from mnist_lightning.runs.lock import process_alive
 
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = trial.user_attrs.get("sweeper")
-        if isinstance(owner, dict) and not runs.process_alive(owner):
+        if isinstance(owner, dict) and not process_alive(owner):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             log.warning("Trial %d was left running by process %s, which is gone: marked failed",
                         trial.number, owner.get("pid"))
@@ -259,7 +260,7 @@ def _fail_orphans(study) -> None:
 
 def _override_value(value, pruner: str | None = None) -> str:
     """A plain value as Hydra override syntax: {a:1,b:'text'}; `pruner` is added as already-written syntax."""
-    from mnist_lightning.overrides import quote
+    from mnist_lightning.cli.overrides import quote
 
     if isinstance(value, dict):
         items = [f"{k}:{_override_value(v)}" for k, v in value.items()]

@@ -1,4 +1,8 @@
-"""Networks by name. Checkpoints store the name and its keyword arguments, never pickled code."""
+"""Networks by name. Checkpoints store the name and its keyword arguments, never pickled code.
+
+`cnn.py` and `mlp.py` are plain nn.Modules; `lit_module.py` is the LightningModule that trains any of
+them; `checkpoint.py` loads one back from a checkpoint without Lightning.
+"""
 
 from torch import nn
 

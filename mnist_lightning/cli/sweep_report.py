@@ -14,11 +14,11 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mnist_lightning import runs
+from mnist_lightning.runs import layout
 
 log = logging.getLogger(__name__)
 
-# what the last multirun of this process found: {"jobs": n, "failed": n, "failures": [...]}; read by the CLI
+# what the last multirun of this process found: {"jobs": n, "failed": n, "failures": [...]}; read by train's CLI
 last_report: dict | None = None
 
 
@@ -30,10 +30,10 @@ def job_outcomes(sweep_dir: str | Path, since: float = 0.0) -> list[tuple[Path, 
     outcomes = []
     folders = [p for p in Path(sweep_dir).iterdir() if p.is_dir()] if Path(sweep_dir).is_dir() else []
     for job in sorted(folders, key=lambda p: (len(p.name), p.name)):  # 0, 1, ..., 10
-        marker = next((f for f in (job / ".hydra" / "config.yaml", job / runs.METRICS_FILE) if f.is_file()), None)
+        marker = next((f for f in (job / ".hydra" / "config.yaml", job / layout.METRICS_FILE) if f.is_file()), None)
         if marker is None or marker.stat().st_mtime < since:
             continue
-        metrics = runs.read_metrics(job)
+        metrics = layout.read_metrics(job)
         if metrics is None:
             outcomes.append((job, "failed", "no metrics.json: the job process ended before writing one"))
         else:

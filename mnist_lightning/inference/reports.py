@@ -1,10 +1,13 @@
 """Predictions and labels -> metrics, the classification report and figures. Loads no model.
 
 torchmetrics computes the numbers, matplotlib draws; both are imported only when used so that
-`predict` starts fast.
+`predict` starts fast. The figures are drawn here rather than with torchmetrics' own `.plot()`, whose
+confusion matrix has no colour scale and overlapping cell labels at ten classes.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -167,3 +170,30 @@ def prediction_figure(original, digit, probabilities: list[float], title: str):
 
 def save_figure(fig, path) -> None:
     fig.savefig(path, dpi=100)
+
+
+def write_evaluation(run_dir: Path, images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
+                     n_bins: int = 15, misclassified: int = 36) -> dict:
+    """The metrics of `logits` against `labels`, with the report, the figures (PNG and TensorBoard) and the
+    test scalars written into `run_dir`; returns the metrics."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from mnist_lightning.runs import atomic
+
+    metrics = classification_metrics(logits, labels, n_bins=n_bins)
+    probs = logits.softmax(1)
+    figures = {
+        "confusion_matrix": confusion_matrix_figure(metrics["confusion_matrix"]),
+        "confusion_matrix_normalized": confusion_matrix_figure(metrics["confusion_matrix"], normalize=True),
+        "misclassified": misclassified_figure(images, labels, probs, count=misclassified),
+        "reliability": reliability_figure(probs, labels, n_bins, ece=metrics["ece"]),
+    }
+    writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+    for name, fig in figures.items():
+        save_figure(fig, Path(run_dir) / f"{name}.png")
+        writer.add_figure(f"evaluate/{name}", fig)
+    for name, tag in (("accuracy", "test/acc"), ("loss", "test/loss"), ("ece", "test/ece")):
+        writer.add_scalar(tag, metrics[name])
+    writer.close()
+    atomic.write_text(Path(run_dir) / "classification_report.txt", classification_report(metrics))
+    return metrics

@@ -42,7 +42,7 @@ def build_trainer(node: DictConfig, datamodule: Any = None, **kwargs: Any) -> An
     """
     import logging
 
-    from mnist_lightning.hardware import auto_precision
+    from mnist_lightning.training.precision import auto_precision
 
     precision = node.get("precision", "32-true")
     if precision == "auto":

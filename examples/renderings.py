@@ -1,6 +1,6 @@
 """Real-world-looking renderings of MNIST test digits, for `make predict` and the preprocessing tests.
 
-`python -m mnist_lightning.examples [DATA_DIR] [OUT_DIR]` writes the images shipped in `examples/`:
+`python examples/renderings.py [DATA_DIR] [OUT_DIR]` (`make examples`) writes the images in `examples/`:
 each is a real test digit drawn the way people's images come (dark ink on paper, a large canvas,
 off-centre, transparent background, JPEG, 16-bit, palette, CMYK, rotated by EXIF), named
 `<true digit>_<variant>.<ext>`.
@@ -99,7 +99,7 @@ def variants(digit: np.ndarray) -> dict[str, tuple[str, bytes]]:
 
 
 def main(data_dir: str = "data", out_dir: str = "examples") -> None:
-    from mnist_lightning.data import load_split
+    from mnist_lightning.data.files import load_split
 
     images, labels = load_split(data_dir, train=False)
     out = Path(out_dir)

@@ -1,4 +1,8 @@
-"""MNIST held in memory as uint8 tensors; batches are built by indexing and normalised on the device."""
+"""MNIST held in memory as uint8 tensors; batches are built by indexing and normalised on the device.
+
+The batch path is written by hand: a torchvision dataset yields one PIL image per sample, while here a
+batch is one indexing operation, and the sampler can continue an epoch mid-way after a resume.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,10 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from mnist_lightning import data
-from mnist_lightning.data import normalize
+from mnist_lightning.data import files as mnist_files
+from mnist_lightning.data.transforms import RandomAffine, normalize
 from mnist_lightning.errors import DataError, UserError
 
 
@@ -98,7 +101,7 @@ class MNISTDataModule(pl.LightningDataModule):
         augment: dict | None = None,
         shuffle: bool = True,
         download: bool = True,
-        files: dict[str, data.FileSpec] | None = None,
+        files: dict[str, mnist_files.FileSpec] | None = None,
     ):
         super().__init__()
         for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size or 1, 1),
@@ -115,25 +118,25 @@ class MNISTDataModule(pl.LightningDataModule):
         self.augment = RandomAffine(**augment) if augment else None
         self.shuffle = shuffle
         self.download = download
-        self.files = files or data.MNIST_FILES
+        self.files = files or mnist_files.MNIST_FILES
         self.file_md5: dict[str, str] = {}
         self.train_set = self.val_set = self.test_set = None
 
     def prepare_data(self) -> None:
-        missing = data.missing_files(self.data_dir, self.files)
+        missing = mnist_files.missing_files(self.data_dir, self.files)
         if missing and not self.download:
-            fix = data.how_to_fix(self.data_dir, self.files)
+            fix = mnist_files.how_to_fix(self.data_dir, self.files)
             raise DataError(f"MNIST files {', '.join(missing)} are missing and data.download=false. {fix}")
         if missing:
-            data.download(self.data_dir, self.files)
+            mnist_files.download(self.data_dir, self.files)
 
     def setup(self, stage: str | None = None) -> None:
         """Load the splits `stage` needs ("test" reads only the test files; fit/validate/None read all)."""
         names = ("test",) if stage == "test" else ("train", "test")
         wanted = {k: v for k, v in self.files.items() if k.split("_")[0] in names and v.name not in self.file_md5}
-        self.file_md5.update(data.verify_files(self.data_dir, wanted))
+        self.file_md5.update(mnist_files.verify_files(self.data_dir, wanted))
         if stage != "test" and self.train_set is None:
-            images, labels = data.load_split(self.data_dir, train=True, files=self.files)
+            images, labels = mnist_files.load_split(self.data_dir, train=True, files=self.files)
             if self.val_size >= len(images):
                 raise DataError(
                     f"data.val_size={self.val_size} leaves no training images: the training file has "
@@ -144,7 +147,7 @@ class MNISTDataModule(pl.LightningDataModule):
             self.train_set = InMemoryMNIST(images[train_idx], labels[train_idx])
             self.val_set = InMemoryMNIST(images[val_idx], labels[val_idx])
         if self.test_set is None:
-            self.test_set = InMemoryMNIST(*data.load_split(self.data_dir, train=False, files=self.files))
+            self.test_set = InMemoryMNIST(*mnist_files.load_split(self.data_dir, train=False, files=self.files))
 
     def _loader(self, dataset: InMemoryMNIST, batch_size: int, shuffle: bool, train: bool = False) -> DataLoader:
         trainer = self.trainer
@@ -215,25 +218,3 @@ class MNISTDataModule(pl.LightningDataModule):
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             images = self.augment(images, seed=(self.seed, self.trainer.current_epoch, self.trainer.global_step))
         return images, labels
-
-
-class RandomAffine:
-    """A small random rotation, translation and scale per image, applied to a normalised batch on its device."""
-
-    def __init__(self, degrees: float = 10.0, translate: float = 0.1, scale: tuple[float, float] = (0.9, 1.1)):
-        if degrees < 0 or not 0 <= translate < 1 or not 0 < scale[0] <= scale[1]:
-            raise ValueError(f"augment: degrees={degrees}, translate={translate}, scale={scale} out of range")
-        self.degrees, self.translate, self.scale = degrees, translate, tuple(scale)
-
-    def __call__(self, images: torch.Tensor, seed: tuple[int, ...]) -> torch.Tensor:
-        n = images.shape[0]
-        generator = torch.Generator().manual_seed(hash(seed) & 0x7FFF_FFFF_FFFF)
-        uniform = torch.rand(n, 4, generator=generator, dtype=torch.float64) * 2 - 1  # in [-1, 1)
-        angle = torch.deg2rad(uniform[:, 0] * self.degrees)
-        scale = self.scale[0] + (uniform[:, 1] + 1) / 2 * (self.scale[1] - self.scale[0])
-        shift = uniform[:, 2:] * self.translate * 2  # grid coordinates span [-1, 1], i.e. 2 units per image
-        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-        grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
-        background = data.MNIST_MEAN / data.MNIST_STD  # zero pixels after normalisation are -mean/std
-        return F.grid_sample(images + background, grid, align_corners=False, padding_mode="zeros") - background

@@ -1,0 +1,41 @@
+"""A network back from a training checkpoint, without Lightning and without running any code from the file.
+
+Checkpoints store the network as `{"arch": name, **kwargs}` under `hyper_parameters.net` and its weights under
+`state_dict` with the prefix `net.`; `torch.load(weights_only=True)` refuses anything but plain data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mnist_lightning.errors import UserError
+from mnist_lightning.models import build_network
+
+
+def read(path: str | Path, map_location: str = "cpu") -> dict:
+    """The checkpoint as plain data; raises UserError naming the file for anything that is not one."""
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        dict(checkpoint["hyper_parameters"]["net"])
+    except Exception as exc:  # truncated, not a checkpoint, pickled code...
+        raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({_reason(exc)})") from exc
+    return checkpoint
+
+
+def load_network(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
+    """The network stored in a training checkpoint, in eval mode, on `map_location`."""
+    checkpoint = read(path, map_location)
+    try:
+        network = build_network(**dict(checkpoint["hyper_parameters"]["net"]))
+        prefix = "net."
+        network.load_state_dict({k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items()
+                                 if k.startswith(prefix)})
+    except Exception as exc:  # another network's weights, an unknown architecture...
+        raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({_reason(exc)})") from exc
+    return network.to(map_location).eval()  # load_state_dict copies into the parameters' own device
+
+
+def _reason(exc: Exception) -> str:
+    return f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}"
