@@ -62,8 +62,17 @@ def main() -> None:
                 correct += (model(normalize(x)).argmax(1) == y).sum().item()
                 total += len(y)
         epoch_s = time.perf_counter() - started
-        print(json.dumps({"epoch": epoch + 1, "train_samples_per_s": round(seen / train_s, 1),
-                          "epoch_s": round(epoch_s, 3), "val_acc": round(correct / total, 4)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "epoch": epoch + 1,
+                    "train_samples_per_s": round(seen / train_s, 1),
+                    "epoch_s": round(epoch_s, 3),
+                    "val_acc": round(correct / total, 4),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

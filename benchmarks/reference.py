@@ -73,10 +73,20 @@ def main() -> None:
         val_s = time.perf_counter() - started
         training_time += train_s + val_s
         test_acc = evaluate(model, test_loader)
-        print(json.dumps({"epoch": epoch, "train_samples_per_s": round(seen / train_s, 1),
-                          "val_samples_per_s": round(len(val) / val_s, 1), "epoch_s": round(train_s + val_s, 2),
-                          "val_acc": round(val_acc, 4), "test_acc": round(test_acc, 4),
-                          "training_time_s": round(training_time, 2)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "epoch": epoch,
+                    "train_samples_per_s": round(seen / train_s, 1),
+                    "val_samples_per_s": round(len(val) / val_s, 1),
+                    "epoch_s": round(train_s + val_s, 2),
+                    "val_acc": round(val_acc, 4),
+                    "test_acc": round(test_acc, 4),
+                    "training_time_s": round(training_time, 2),
+                }
+            ),
+            flush=True,
+        )
     print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 

@@ -37,8 +37,9 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.setup("test")
     images, labels = datamodule.test_set.images, datamodule.test_set.labels
     logits = runtime.logits_in_batches(network, images, datamodule.eval_batch_size_for(device), device)
-    metrics = reports.write_evaluation(run_dir, images, labels, logits, n_bins=cfg.n_bins,
-                                       misclassified=cfg.misclassified)
+    metrics = reports.write_evaluation(
+        run_dir, images, labels, logits, n_bins=cfg.n_bins, misclassified=cfg.misclassified
+    )
     record = {
         "kind": "evaluate",
         "checkpoint": str(checkpoint.resolve()),
@@ -54,15 +55,17 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def _summary(run_dir: Path, checkpoint: Path, metrics: dict) -> str:
-    return "\n".join([
-        "Summary",
-        f"  checkpoint      {checkpoint}",
-        f"  test accuracy   {metrics['accuracy']:.2%} of {metrics['support']:,} images",
-        f"  test loss       {metrics['loss']:.4f}",
-        f"  macro F1        {metrics['macro']['f1']:.4f}",
-        f"  ECE ({metrics['n_bins']} bins)   {metrics['ece']:.4f}",
-        f"  written to      {run_dir}",
-    ])
+    return "\n".join(
+        [
+            "Summary",
+            f"  checkpoint      {checkpoint}",
+            f"  test accuracy   {metrics['accuracy']:.2%} of {metrics['support']:,} images",
+            f"  test loss       {metrics['loss']:.4f}",
+            f"  macro F1        {metrics['macro']['f1']:.4f}",
+            f"  ECE ({metrics['n_bins']} bins)   {metrics['ece']:.4f}",
+            f"  written to      {run_dir}",
+        ]
+    )
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

@@ -26,8 +26,9 @@ def predict(cfg: DictConfig) -> list[dict]:
     from mnist_lightning.runs import atomic, resolve
 
     if OmegaConf.is_missing(cfg, "image"):
-        raise UserError("image=PATH is required: a file, a folder of images, a glob such as 'digits/*.png', "
-                        "or a list [a.png,b.jpg]")
+        raise UserError(
+            "image=PATH is required: a file, a folder of images, a glob such as 'digits/*.png', or a list [a.png,b.jpg]"
+        )
     specs = list(cfg.image) if isinstance(cfg.image, ListConfig) else [cfg.image]
     paths, results = [], []
     for spec in specs:
@@ -55,10 +56,15 @@ def predict(cfg: DictConfig) -> list[dict]:
         probabilities = runtime.probabilities(network, [ready.digit for _, ready in prepared.values()])
         for (path, (_, ready)), probs in zip(prepared.items(), probabilities, strict=True):
             confidence, digit = probs.max(0)
-            results.append({
-                "path": str(path), "prediction": int(digit), "confidence": round(float(confidence), 6),
-                "probabilities": [round(float(p), 6) for p in probs], "inverted": ready.inverted,
-            })
+            results.append(
+                {
+                    "path": str(path),
+                    "prediction": int(digit),
+                    "confidence": round(float(confidence), 6),
+                    "probabilities": [round(float(p), 6) for p in probs],
+                    "inverted": ready.inverted,
+                }
+            )
 
     order = {str(p): i for i, p in enumerate(paths)}
     results.sort(key=lambda r: order.get(r["path"], -1))  # the order the user gave, errors for patterns first

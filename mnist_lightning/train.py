@@ -59,13 +59,15 @@ def train(cfg: DictConfig) -> dict:
 
         trial = cfg.optuna_trial
         pruner = build(trial.pruner, "optuna_trial.pruner") if trial.get("pruner") else None
-        pruning = OptunaPruning(trial.storage, trial.study_name, trial.number, pruner=pruner,
-                                monitor=cfg.optimized_metric)
+        pruning = OptunaPruning(
+            trial.storage, trial.study_name, trial.number, pruner=pruner, monitor=cfg.optimized_metric
+        )
         callbacks.append(pruning)
     stop = GracefulStop()
     callbacks += [ResumeState(), stop]
-    trainer = build_trainer(cfg.trainer, datamodule=datamodule, callbacks=callbacks, logger=loggers or False,
-                            plugins=[AtomicCheckpointIO()])
+    trainer = build_trainer(
+        cfg.trainer, datamodule=datamodule, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
 
     previous = (layout.read_metrics(run_dir) or {}) if resume_from else {}
     resumes = previous.get("resumes", [])
@@ -78,12 +80,19 @@ def train(cfg: DictConfig) -> dict:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     except SIGTERMException:
         if trainer.is_global_zero:
-            layout.write_metrics(run_dir, {
-                "state": "interrupted", "signal": stop.signal_name,
-                "checkpoint": str(stop.checkpoint) if stop.checkpoint else None,
-                "epochs": trainer.current_epoch, "global_step": trainer.global_step, "seed": cfg.seed,
-                "resumes": resumes, "wall_time_s": round(time.time() - started, 2),
-            })
+            layout.write_metrics(
+                run_dir,
+                {
+                    "state": "interrupted",
+                    "signal": stop.signal_name,
+                    "checkpoint": str(stop.checkpoint) if stop.checkpoint else None,
+                    "epochs": trainer.current_epoch,
+                    "global_step": trainer.global_step,
+                    "seed": cfg.seed,
+                    "resumes": resumes,
+                    "wall_time_s": round(time.time() - started, 2),
+                },
+            )
         raise Interrupted(stop.signal_name or "SIGTERM", stop.checkpoint) from None
     fit_seconds = time.time() - fit_started
 
@@ -94,8 +103,7 @@ def train(cfg: DictConfig) -> dict:
     pruned = pruning is not None and pruning.pruned_at_epoch is not None
     tested = {}
     if not pruned:
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False,
-                               weights_only=True)
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         tested = results[0] if results else {}  # no results when trainer.limit_test_batches=0
         if not results:
             log.info("No test: trainer.limit_test_batches is 0")

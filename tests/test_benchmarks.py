@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT
 
@@ -15,9 +15,23 @@ pytestmark = pytest.mark.slow  # the benchmark harness end to end
 
 def test_quick_benchmark_writes_json_and_a_table(tmp_path, mnist_dir):
     out = tmp_path / "bench"
-    result = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--only", "training,evaluation,inference",
-                             "--data-dir", str(mnist_dir), "--out", str(out)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/run.py",
+            "--quick",
+            "--only",
+            "training,evaluation,inference",
+            "--data-dir",
+            str(mnist_dir),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
     assert results["quick"] is True and results["machine"]["cpu"] and results["versions"]["torch"]
@@ -33,6 +47,11 @@ def test_quick_benchmark_writes_json_and_a_table(tmp_path, mnist_dir):
 
 
 def test_unknown_benchmark_name_is_refused(tmp_path, mnist_dir):
-    result = subprocess.run([sys.executable, "benchmarks/run.py", "--only", "speed", "--data-dir", str(mnist_dir)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--only", "speed", "--data-dir", str(mnist_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "unknown benchmark(s) speed" in result.stderr

@@ -23,9 +23,17 @@ def fit_tiny(tiny_mnist, callbacks: list, max_epochs: int = 2, **trainer_kwargs)
     root, files = tiny_mnist
     datamodule = MNISTDataModule(data_dir=str(root), files=files, val_size=50, batch_size=25, eval_batch_size=25)
     model = MNISTLitModule({"arch": "mlp", "hidden": [16]}, optimizer=partial(torch.optim.Adam, lr=1e-3))
-    trainer = pl.Trainer(max_epochs=max_epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         use_distributed_sampler=False, **trainer_kwargs)
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        **trainer_kwargs,
+    )
     trainer.fit(model, datamodule=datamodule)
     return trainer
 
@@ -49,8 +57,14 @@ def test_a_stopping_threshold_ends_training_at_the_first_validation_that_reaches
     trainer = fit_tiny(tiny_mnist, [target, plateau], max_epochs=5, val_check_interval=0.5)
     reached = target_reached([plateau, target], trainer, seconds=1.5)
     assert trainer.global_step == 5  # stopped at the first validation: half of the first epoch
-    assert reached == {"metric": "val/acc_best", "value": reached["value"], "target": 0.0, "epoch": 0,
-                       "global_step": 5, "seconds": 1.5}
+    assert reached == {
+        "metric": "val/acc_best",
+        "value": reached["value"],
+        "target": 0.0,
+        "epoch": 0,
+        "global_step": 5,
+        "seconds": 1.5,
+    }
     assert target_reached([plateau], trainer, seconds=1.5) is None
 
 
@@ -91,8 +105,10 @@ def test_a_compiler_failure_falls_back_to_eager_with_a_warning():
     assert out.shape == (2, 10) and module.__dict__["_compiled"] is None
 
 
-@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory"), ValueError("a bug in forward"),
-                                   RuntimeError("shape mismatch")])
+@pytest.mark.parametrize(
+    "error",
+    [torch.OutOfMemoryError("CUDA out of memory"), ValueError("a bug in forward"), RuntimeError("shape mismatch")],
+)
 def test_errors_of_running_the_model_are_not_hidden_by_the_fallback(error):
     def fails(x):
         raise error

@@ -34,8 +34,19 @@ def compose_train(overrides: list[str], run_dir: Path):
 
 
 def test_groups_named_in_the_layout_exist():
-    for group in ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths", "hydra",
-                  "experiment", "debug"):
+    for group in (
+        "data",
+        "model",
+        "optimizer",
+        "scheduler",
+        "trainer",
+        "callbacks",
+        "logger",
+        "paths",
+        "hydra",
+        "experiment",
+        "debug",
+    ):
         assert GROUPS.get(group), f"conf/{group}/ is missing"
     assert {"cnn", "mlp"} <= set(GROUPS["model"])
     assert {"default", "cpu", "gpu", "ddp", "ddp_cpu"} <= set(GROUPS["trainer"])
@@ -68,21 +79,41 @@ def test_every_option_composes_and_builds(group, option, tmp_path, mnist_dir):
 
 
 def test_the_seed_settings_are_one_override_each(tmp_path):
-    cfg = compose_train(["data.batch_size=128", "model.optimizer.lr=0.01", "trainer.max_epochs=3",
-                         "trainer.accelerator=cpu"], tmp_path / "run")
+    cfg = compose_train(
+        ["data.batch_size=128", "model.optimizer.lr=0.01", "trainer.max_epochs=3", "trainer.accelerator=cpu"],
+        tmp_path / "run",
+    )
     assert (cfg.data.batch_size, cfg.model.optimizer.lr, cfg.trainer.max_epochs, cfg.trainer.accelerator) == (
-        128, 0.01, 3, "cpu")
+        128,
+        0.01,
+        3,
+        "cpu",
+    )
 
 
 def test_schedulers_get_their_length_from_the_trainer(tmp_path, mnist_dir):
     import lightning.pytorch as pl
 
     for option, expected in (("onecycle", "OneCycleLR"), ("cosine", "CosineAnnealingLR"), ("step", "StepLR")):
-        cfg = compose_train([f"scheduler={option}", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-                             f"paths.data_dir={mnist_dir}"], tmp_path / option)
+        cfg = compose_train(
+            [
+                f"scheduler={option}",
+                "trainer.max_epochs=2",
+                "trainer.limit_train_batches=3",
+                f"paths.data_dir={mnist_dir}",
+            ],
+            tmp_path / option,
+        )
         model, datamodule = build(cfg.model, "model"), build(cfg.data, "data")
-        trainer = pl.Trainer(max_epochs=2, limit_train_batches=3, logger=False, enable_checkpointing=False,
-                             use_distributed_sampler=False, enable_progress_bar=False, limit_val_batches=0)
+        trainer = pl.Trainer(
+            max_epochs=2,
+            limit_train_batches=3,
+            logger=False,
+            enable_checkpointing=False,
+            use_distributed_sampler=False,
+            enable_progress_bar=False,
+            limit_val_batches=0,
+        )
         trainer.fit(model, datamodule=datamodule)
         scheduler = trainer.lr_scheduler_configs[0].scheduler
         assert type(scheduler).__name__ == expected
@@ -92,15 +123,21 @@ def test_schedulers_get_their_length_from_the_trainer(tmp_path, mnist_dir):
             assert scheduler.T_max == 6
 
 
-@pytest.mark.parametrize("override,message", [
-    ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
-    ("model.optimizer.lr=-0.1", "model.optimizer: Invalid learning rate: -0.1"),
-    ("data.val_size=70000", "data.val_size=70000 leaves no training images"),
-    ("ckpt_path=missing.ckpt", "ckpt_path=missing.ckpt: no such file"),
-    ("ckpt_path=last", "ckpt_path=last: no single run under"),
-    ("optimized_metric=val/acc_bst", "optimized_metric=val/acc_bst: the model logs no such metric; choose one of "
-                                     "train/loss, train/acc, val/loss, val/acc, val/acc_best, test/loss, test/acc"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
+        ("model.optimizer.lr=-0.1", "model.optimizer: Invalid learning rate: -0.1"),
+        ("data.val_size=70000", "data.val_size=70000 leaves no training images"),
+        ("ckpt_path=missing.ckpt", "ckpt_path=missing.ckpt: no such file"),
+        ("ckpt_path=last", "ckpt_path=last: no single run under"),
+        (
+            "optimized_metric=val/acc_bst",
+            "optimized_metric=val/acc_bst: the model logs no such metric; choose one of "
+            "train/loss, train/acc, val/loss, val/acc, val/acc_best, test/loss, test/acc",
+        ),
+    ],
+)
 def test_bad_settings_stop_before_training_naming_the_key(override, message, tmp_path, mnist_dir):
     from mnist_lightning.train import train
 
@@ -150,9 +187,18 @@ def test_every_checkpoint_the_trainer_loads_is_loaded_weights_only(tmp_path, mni
     the versions this project allows, so each load must ask for it."""
     from mnist_lightning.train import train
 
-    tiny = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-            "trainer.limit_test_batches=1", "logger=none", "scheduler=none", "trainer.enable_progress_bar=false",
-            "callbacks.progress_bar=null", "callbacks.model_checkpoint.save_top_k=-1", f"paths.data_dir={mnist_dir}"]
+    tiny = [
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "logger=none",
+        "scheduler=none",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        "callbacks.model_checkpoint.save_top_k=-1",
+        f"paths.data_dir={mnist_dir}",
+    ]
     loads = []
     real_load = torch.load
 

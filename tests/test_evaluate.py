@@ -63,8 +63,14 @@ def evaluated(trained, mnist_dir):
 @pytest.mark.slow
 def test_evaluate_writes_every_report(evaluated):
     run_dir, result = evaluated
-    for name in ("metrics.json", "classification_report.txt", "confusion_matrix.png",
-                 "confusion_matrix_normalized.png", "misclassified.png", "reliability.png"):
+    for name in (
+        "metrics.json",
+        "classification_report.txt",
+        "confusion_matrix.png",
+        "confusion_matrix_normalized.png",
+        "misclassified.png",
+        "reliability.png",
+    ):
         assert (run_dir / name).stat().st_size > 0, name
     assert "test accuracy" in result.stderr + result.stdout
 
@@ -112,4 +118,3 @@ def test_evaluate_with_an_unknown_device_says_so_in_one_line(trained, mnist_dir)
     result = run_cli("mnist_lightning.evaluate", "device=foo", cwd=cwd, data_dir=mnist_dir, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "device=foo: not a device name; use auto, cpu, cuda or cuda:N" in result.stderr
-

@@ -25,16 +25,30 @@ print(f"test_fault: FAULT_SEED={SEED}")
 RNG = random.Random(SEED)
 
 # 2 epochs of 40 batches, a periodic last.ckpt every 7 steps, deterministic fp32: a kill can land anywhere
-SHORT = ["trainer.deterministic=true", "trainer.precision=32-true", "trainer.max_epochs=2",
-         "trainer.limit_train_batches=40",
-         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "callbacks.progress_bar=null",
-         "trainer.enable_progress_bar=false", "callbacks.periodic_checkpoint.every_n_train_steps=7", "seed=3"]
+SHORT = [
+    "trainer.deterministic=true",
+    "trainer.precision=32-true",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=40",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "callbacks.progress_bar=null",
+    "trainer.enable_progress_bar=false",
+    "callbacks.periodic_checkpoint.every_n_train_steps=7",
+    "seed=3",
+]
 
 
 def start(cwd: Path, data_dir: Path, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "MNIST_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "mnist_lightning.train", *overrides], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_lightning.train", *overrides],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_checkpoint(cwd: Path, proc: subprocess.Popen, timeout: float = 240) -> Path:
@@ -109,14 +123,14 @@ def interrupt(cwd: Path, data_dir: Path, signum: int) -> tuple[Path, dict]:
     return run_dir, metrics
 
 
-def test_sigterm_saves_a_checkpoint_marks_the_run_interrupted_and_resumes_exactly(tmp_path, mnist_dir,
-                                                                                 uninterrupted):
+def test_sigterm_saves_a_checkpoint_marks_the_run_interrupted_and_resumes_exactly(tmp_path, mnist_dir, uninterrupted):
     run_dir, metrics = interrupt(tmp_path, mnist_dir, signal.SIGTERM)
     summary = run_cli("mnist_lightning.summarize", "outputs", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
     assert "interrupted" in summary.stdout
 
-    result = run_cli("mnist_lightning.train", f"ckpt_path={metrics['checkpoint']}", cwd=tmp_path, data_dir=mnist_dir,
-                     timeout=300)
+    result = run_cli(
+        "mnist_lightning.train", f"ckpt_path={metrics['checkpoint']}", cwd=tmp_path, data_dir=mnist_dir, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert run_dirs(tmp_path) == [run_dir]
     assert_same_run(uninterrupted, final_state(run_dir))
@@ -140,8 +154,9 @@ while True:
 def test_kill_during_checkpoint_write_leaves_the_previous_or_the_new_file(tmp_path):
     target = tmp_path / "checkpoints" / "last.ckpt"
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", KILL_WHILE_SAVING, str(target)], stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILL_WHILE_SAVING, str(target)], stdout=subprocess.PIPE, text=True
+        )
         proc.stdout.readline()  # one complete save, then kill somewhere inside a later one
         delay = RNG.uniform(0.0, 0.3)
         print(f"FAULT_SEED={SEED}: kill {delay:.3f} s into the saves")
@@ -156,8 +171,15 @@ def test_kill_during_checkpoint_write_leaves_the_previous_or_the_new_file(tmp_pa
 def test_resume_with_another_network_is_refused_before_training(trained, mnist_dir, tmp_path):
     _, run_dir, _ = trained
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    result = run_cli("mnist_lightning.train", f"ckpt_path={checkpoint}", "model.net.hidden=64",
-                     "hydra.run.dir=" + str(tmp_path / "run"), cwd=tmp_path, data_dir=mnist_dir, timeout=120)
+    result = run_cli(
+        "mnist_lightning.train",
+        f"ckpt_path={checkpoint}",
+        "model.net.hidden=64",
+        "hydra.run.dir=" + str(tmp_path / "run"),
+        cwd=tmp_path,
+        data_dir=mnist_dir,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "model.net" in result.stderr and "hidden: 128 in the checkpoint, 64 now" in result.stderr
     assert "Traceback" not in result.stderr
@@ -167,8 +189,9 @@ def test_missing_or_foreign_checkpoint_is_refused_in_one_line(tmp_path, mnist_di
     from mnist_lightning.errors import UserError
     from mnist_lightning.training.resume import check_resumable
 
-    missing = run_cli("mnist_lightning.train", f"ckpt_path={tmp_path / 'nope.ckpt'}", cwd=tmp_path,
-                      data_dir=mnist_dir, timeout=120)
+    missing = run_cli(
+        "mnist_lightning.train", f"ckpt_path={tmp_path / 'nope.ckpt'}", cwd=tmp_path, data_dir=mnist_dir, timeout=120
+    )
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
     assert not (tmp_path / "outputs").exists(), "refused before Hydra made a run folder"
     foreign = tmp_path / "foreign.ckpt"
@@ -186,9 +209,16 @@ def test_unwritable_output_folder_is_refused_before_anything_runs(tmp_path, mnis
 
 
 def test_runs_started_together_get_their_own_folders(tmp_path, mnist_dir):
-    tiny = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-            "trainer.limit_test_batches=1", "scheduler=none", "logger=none", "trainer.enable_progress_bar=false",
-            "callbacks.progress_bar=null"]
+    tiny = [
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "scheduler=none",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+    ]
     procs = [start(tmp_path, mnist_dir, *tiny) for _ in range(2)]
     for proc in procs:
         _, stderr = proc.communicate(timeout=300)
@@ -199,16 +229,23 @@ def test_runs_started_together_get_their_own_folders(tmp_path, mnist_dir):
 
 
 def test_a_run_folder_in_use_is_never_trained_into_by_a_second_process(tmp_path, mnist_dir):
-    proc = start(tmp_path, mnist_dir, *SHORT, "trainer.limit_train_batches=2000", "trainer.max_epochs=1",
-                 "callbacks.periodic_checkpoint.every_n_train_steps=5")
+    proc = start(
+        tmp_path,
+        mnist_dir,
+        *SHORT,
+        "trainer.limit_train_batches=2000",
+        "trainer.max_epochs=1",
+        "callbacks.periodic_checkpoint.every_n_train_steps=5",
+    )
     try:
         checkpoint = wait_for_checkpoint(tmp_path, proc)
         run_dir = checkpoint.parent.parent
         holder = json.loads((run_dir / ".train.lock").read_text())
         assert holder["pid"] == proc.pid
 
-        direct = run_cli("mnist_lightning.train", f"ckpt_path={checkpoint}", cwd=tmp_path, data_dir=mnist_dir,
-                         timeout=120)
+        direct = run_cli(
+            "mnist_lightning.train", f"ckpt_path={checkpoint}", cwd=tmp_path, data_dir=mnist_dir, timeout=120
+        )
         assert direct.returncode == 2 and "Traceback" not in direct.stderr
         assert f"{run_dir} is in use: process {proc.pid}" in direct.stderr
         newest = run_cli("mnist_lightning.train", "ckpt_path=last", cwd=tmp_path, data_dir=mnist_dir, timeout=120)

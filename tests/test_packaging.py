@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import os
 import shutil
@@ -13,26 +11,50 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, run_dirs
 
 pytestmark = pytest.mark.slow  # builds and installs a wheel, then trains
 
-TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "logger=none", "trainer.enable_progress_bar=false",
-        "callbacks.progress_bar=null"]
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=5",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "callbacks.progress_bar=null",
+]
 
 
 def test_a_wheel_installs_into_a_fresh_venv_and_its_commands_work(tmp_path, mnist_dir):
     source, dist = tmp_path / "source", tmp_path / "dist"  # a copy: building writes build/ beside the sources
-    shutil.copytree(ROOT, source, ignore=lambda folder, names: [n for n in names if Path(folder) == ROOT and n in (
-        ".git", ".venv", "outputs", "data", "build", "dist", ".pytest_cache", ".ruff_cache") or n == "__pycache__"])
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(dist), str(source)], capture_output=True, text=True, timeout=300)
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=lambda folder, names: [
+            n
+            for n in names
+            if Path(folder) == ROOT
+            and n in (".git", ".venv", "outputs", "data", "build", "dist", ".pytest_cache", ".ruff_cache")
+            or n == "__pycache__"
+        ],
+    )
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("mnist_lightning-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"mnist_lightning/conf/train.yaml", "mnist_lightning/conf/callbacks/default.yaml",
-            "hydra_plugins/mnist_lightning_optuna/optuna_sweeper.py"} <= names
+    assert {
+        "mnist_lightning/conf/train.yaml",
+        "mnist_lightning/conf/callbacks/default.yaml",
+        "hydra_plugins/mnist_lightning_optuna/optuna_sweeper.py",
+    } <= names
 
     # A fresh venv gets the package from the wheel; its dependencies (gigabytes of torch) are borrowed from this
     # environment through a .pth line, which adds the folder but runs none of its own .pth hooks (the editable
@@ -40,11 +62,19 @@ def test_a_wheel_installs_into_a_fresh_venv_and_its_commands_work(tmp_path, mnis
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     (Path(site) / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-                                "--no-index", "-q", str(wheel)], capture_output=True, text=True, timeout=300)
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
 
     work = tmp_path / "work"  # not the source tree: nothing can be imported from a checkout

@@ -59,8 +59,14 @@ def test_cli_batch_with_bad_inputs_predicts_the_rest(trained, mnist_dir, tmp_pat
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "preds.jsonl"
-    result = run_cli("mnist_lightning.predict", f"image=[{folder},{tmp_path / 'missing.png'},{empty}]",
-                     f"predictions_file={out}", cwd=cwd, data_dir=mnist_dir, timeout=120)
+    result = run_cli(
+        "mnist_lightning.predict",
+        f"image=[{folder},{tmp_path / 'missing.png'},{empty}]",
+        f"predictions_file={out}",
+        cwd=cwd,
+        data_dir=mnist_dir,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     records = {r["path"].rsplit("/", 1)[-1]: r for r in map(json.loads, out.read_text().splitlines())}
     for i in range(3):
@@ -86,8 +92,14 @@ def test_cli_batch_with_bad_inputs_predicts_the_rest(trained, mnist_dir, tmp_pat
 def test_cli_exits_non_zero_when_nothing_could_be_predicted(trained, mnist_dir, tmp_path):
     cwd, _, _ = trained
     (tmp_path / "bad.png").write_text("nope")
-    result = run_cli("mnist_lightning.predict", f"image={tmp_path / 'bad.png'}", "visualize=false",
-                     cwd=cwd, data_dir=mnist_dir, timeout=120)
+    result = run_cli(
+        "mnist_lightning.predict",
+        f"image={tmp_path / 'bad.png'}",
+        "visualize=false",
+        cwd=cwd,
+        data_dir=mnist_dir,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "bad.png: not a readable image" in result.stdout
 
@@ -103,10 +115,12 @@ def test_predict_cli_does_not_import_lightning(trained, mnist_dir, tmp_path):
     images, _ = load_split(mnist_dir, train=False)
     path = tmp_path / "one.png"
     path.write_bytes(examples.variants(images[0].numpy())["mnist"][1])
-    code = ("import sys, runpy; sys.argv = ['predict', 'image=" + str(path) + "', 'visualize=false']\n"
-            "try:\n    runpy.run_module('mnist_lightning.predict', run_name='__main__')\n"
-            "except SystemExit:\n    pass\n"
-            "print('IMPORTED', sorted(m for m in ('lightning', 'matplotlib', 'torchmetrics') if m in sys.modules))")
+    code = (
+        "import sys, runpy; sys.argv = ['predict', 'image=" + str(path) + "', 'visualize=false']\n"
+        "try:\n    runpy.run_module('mnist_lightning.predict', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('IMPORTED', sorted(m for m in ('lightning', 'matplotlib', 'torchmetrics') if m in sys.modules))"
+    )
     import subprocess
     import sys
 

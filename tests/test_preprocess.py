@@ -103,8 +103,10 @@ def test_truncated_file(digits, tmp_path):
 
 def huge_png(width: int, height: int) -> bytes:
     """A valid 1-bit PNG of the given size, a few kilobytes on disk (the shape of a decompression bomb)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     row = b"\x00" + b"\x00" * ((width + 7) // 8)
     raw = zlib.compress(row * height, 9)
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
@@ -150,8 +152,10 @@ def test_preprocess_imports_no_lightning_or_hydra():
     import subprocess
     import sys
 
-    code = ("import sys, mnist_lightning.inference.preprocess; "
-            "print(sorted(m for m in ('lightning', 'hydra', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys, mnist_lightning.inference.preprocess; "
+        "print(sorted(m for m in ('lightning', 'hydra', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

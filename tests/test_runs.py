@@ -18,16 +18,30 @@ from mnist_lightning.runs.resolve import resolve_model, resume_checkpoint
 from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
 
 
-def fake_run(root: Path, name: str, val_acc: float | None, ckpt: bytes | None = b"weights", state: str = "finished",
-             val_samples: int = 5000) -> Path:
+def fake_run(
+    root: Path,
+    name: str,
+    val_acc: float | None,
+    ckpt: bytes | None = b"weights",
+    state: str = "finished",
+    val_samples: int = 5000,
+) -> Path:
     run_dir = root / name
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / ".hydra").mkdir()
     (run_dir / "train.log").write_text("")
     if ckpt is not None:
         (run_dir / "checkpoints" / "best.ckpt").write_bytes(ckpt)
-    layout.write_metrics(run_dir, {"state": state, "val/acc_best": val_acc, "best_checkpoint": "checkpoints/best.ckpt",
-                                 "val_samples": val_samples, "val_split_size": 5000})
+    layout.write_metrics(
+        run_dir,
+        {
+            "state": state,
+            "val/acc_best": val_acc,
+            "best_checkpoint": "checkpoints/best.ckpt",
+            "val_samples": val_samples,
+            "val_split_size": 5000,
+        },
+    )
     time.sleep(0.01)  # distinct modification times: find_runs sorts by them
     return run_dir
 
@@ -51,8 +65,11 @@ def test_resolver_picks_best_or_latest_and_skips_unusable_runs(tmp_path):
 
 def test_best_needs_a_run_validated_on_the_whole_split(tmp_path):
     debug = fake_run(tmp_path, "debug", 1.0, val_samples=128)
-    with pytest.raises(UserError, match="model_ref=best: none of the 1 runs .* finished with validation on the whole "
-                                        "split .* Use model_ref=latest"):
+    with pytest.raises(
+        UserError,
+        match="model_ref=best: none of the 1 runs .* finished with validation on the whole "
+        "split .* Use model_ref=latest",
+    ):
         resolve_model(None, "best", tmp_path)
     assert resolve_model(None, "latest", tmp_path) == debug / "checkpoints" / "best.ckpt"
 
@@ -127,6 +144,7 @@ def test_written_files_get_the_permissions_of_the_umask(tmp_path, umask):
     for path in (tmp_path / "metrics.json", tmp_path / "checkpoints" / "last.ckpt", tmp_path / "report.txt"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
+
 def test_a_lock_refuses_a_second_holder_and_is_gone_after_release(tmp_path):
     held = lock.RunLock(tmp_path).acquire()
     assert lock.lock_holder(tmp_path)["pid"] == os.getpid()
@@ -139,8 +157,10 @@ def test_a_lock_refuses_a_second_holder_and_is_gone_after_release(tmp_path):
 def test_a_lock_left_by_a_dead_process_or_a_reused_pid_is_taken_over(tmp_path):
     gone = subprocess.Popen(["true"])
     gone.wait()
-    for stale in ({**lock.this_process(), "pid": gone.pid},  # that process has exited
-                  {**lock.this_process(), "started": "1"}):  # this pid now belongs to another process
+    for stale in (
+        {**lock.this_process(), "pid": gone.pid},  # that process has exited
+        {**lock.this_process(), "started": "1"},
+    ):  # this pid now belongs to another process
         (tmp_path / lock.LOCK_FILE).write_text(json.dumps(stale))
         assert lock.lock_holder(tmp_path) is None
         with lock.RunLock(tmp_path):

@@ -17,8 +17,14 @@ from mnist_lightning.runs import layout, lock
 from mnist_lightning.runs.summary import summarize as summarize_runs
 from mnist_lightning.training.pruning import OptunaPruning, open_storage
 
-TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "logger=none", "trainer.enable_progress_bar=false"]
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=5",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def sweep_dirs(cwd: Path) -> list[Path]:
@@ -31,8 +37,15 @@ def job_metrics(sweep: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_grid_sweep_writes_a_run_per_job_and_a_summary(tmp_path, mnist_dir):
-    result = run_cli("mnist_lightning.train", "-m", "model.optimizer.lr=1e-3,3e-3", "data.batch_size=64,128", *TINY,
-                     cwd=tmp_path, data_dir=mnist_dir)
+    result = run_cli(
+        "mnist_lightning.train",
+        "-m",
+        "model.optimizer.lr=1e-3,3e-3",
+        "data.batch_size=64,128",
+        *TINY,
+        cwd=tmp_path,
+        data_dir=mnist_dir,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = sweep_dirs(tmp_path)
     metrics = job_metrics(sweep)
@@ -42,8 +55,9 @@ def test_grid_sweep_writes_a_run_per_job_and_a_summary(tmp_path, mnist_dir):
         assert (sweep / job / ".hydra" / "config.yaml").is_file()
     rows, _ = summarize_runs(sweep)
     assert len(rows) == 4 and (sweep / "summary.csv").is_file() and (sweep / "summary.md").is_file()
-    assert {r["overrides"] for r in rows} == {f"model.optimizer.lr={lr} data.batch_size={bs}"
-                                             for lr in ("0.001", "0.003") for bs in (64, 128)}
+    assert {r["overrides"] for r in rows} == {
+        f"model.optimizer.lr={lr} data.batch_size={bs}" for lr in ("0.001", "0.003") for bs in (64, 128)
+    }
     accs = [r["val/acc_best"] for r in rows]
     assert accs == sorted(accs, reverse=True)
 
@@ -69,9 +83,17 @@ def test_a_sweep_whose_every_job_failed_exits_non_zero(tmp_path, mnist_dir):
 
 
 def optuna_run(cwd, mnist_dir, *extra):
-    return run_cli("mnist_lightning.train", "-m", "hparams_search=optuna", *TINY, "trainer.max_epochs=2",
-                   "hydra.sweeper.params={model.optimizer.lr:'tag(log, interval(1e-3, 3e-3))'}", *extra,
-                   cwd=cwd, data_dir=mnist_dir)
+    return run_cli(
+        "mnist_lightning.train",
+        "-m",
+        "hparams_search=optuna",
+        *TINY,
+        "trainer.max_epochs=2",
+        "hydra.sweeper.params={model.optimizer.lr:'tag(log, interval(1e-3, 3e-3))'}",
+        *extra,
+        cwd=cwd,
+        data_dir=mnist_dir,
+    )
 
 
 @pytest.mark.slow
@@ -126,8 +148,9 @@ def test_a_resumed_trial_job_trains_on_without_reporting_to_its_finished_trial(t
     assert "UpdateFinishedTrialError" not in resumed.stderr
     metrics = job_metrics(sweep)["0"]
     assert metrics["state"] == "finished" and len(metrics["resumes"]) == 1
-    study = optuna.load_study(study_name="mnist_cnn",
-                              storage=open_storage(str(tmp_path / "outputs/studies/mnist_cnn.journal")))
+    study = optuna.load_study(
+        study_name="mnist_cnn", storage=open_storage(str(tmp_path / "outputs/studies/mnist_cnn.journal"))
+    )
     (trial,) = study.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and list(trial.intermediate_values) == [0, 1]
 
@@ -145,15 +168,17 @@ def test_a_misspelt_optimized_metric_stops_the_search_before_any_trial(tmp_path,
 def test_sampled_configurations_that_do_not_compose_fail_only_their_trials(tmp_path, mnist_dir):
     import optuna
 
-    result = optuna_run(tmp_path, mnist_dir, "hydra.sweeper.n_trials=2",
-                        "hydra.sweeper.params={optimizer:'choice(nosuch)'}")
+    result = optuna_run(
+        tmp_path, mnist_dir, "hydra.sweeper.n_trials=2", "hydra.sweeper.params={optimizer:'choice(nosuch)'}"
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "2 of 2 jobs failed" in result.stderr and "Traceback" not in result.stderr
     (sweep,) = sweep_dirs(tmp_path)
     metrics = job_metrics(sweep)
     assert sorted(metrics) == ["0", "1"] and all("nosuch" in m["error"] for m in metrics.values())
-    study = optuna.load_study(study_name="mnist_cnn",
-                              storage=open_storage(str(tmp_path / "outputs/studies/mnist_cnn.journal")))
+    study = optuna.load_study(
+        study_name="mnist_cnn", storage=open_storage(str(tmp_path / "outputs/studies/mnist_cnn.journal"))
+    )
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
 
 
@@ -161,12 +186,19 @@ def test_sampled_configurations_that_do_not_compose_fail_only_their_trials(tmp_p
 def test_two_trials_in_parallel_processes_share_the_study(tmp_path, mnist_dir):
     import optuna
 
-    result = optuna_run(tmp_path, mnist_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                        "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2")
+    result = optuna_run(
+        tmp_path,
+        mnist_dir,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=2",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "database is locked" not in result.stderr
-    study = optuna.load_study(study_name="mnist_cnn",
-                              storage=open_storage(str(tmp_path / "outputs/studies/mnist_cnn.journal")))
+    study = optuna.load_study(
+        study_name="mnist_cnn", storage=open_storage(str(tmp_path / "outputs/studies/mnist_cnn.journal"))
+    )
     assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert all(len(t.intermediate_values) == 2 for t in study.trials)  # both jobs reported from their processes
     assert len({t.user_attrs["job_dir"] for t in study.trials}) == 2
@@ -180,12 +212,24 @@ def test_an_unpromising_trial_is_pruned(tmp_path, mnist_dir):
     storage = f"sqlite:///{database}"
     study = optuna.create_study(study_name="prune", storage=storage, direction="maximize")
     distributions = {"model.optimizer.lr": optuna.distributions.FloatDistribution(1e-8, 1e-2, log=True)}
-    study.add_trial(optuna.trial.create_trial(params={"model.optimizer.lr": 3e-3}, distributions=distributions,
-                                              value=0.99, intermediate_values={0: 0.99, 1: 0.99}))
-    result = optuna_run(tmp_path, mnist_dir, "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=prune",
-                        f"hydra.sweeper.storage='{storage}'",
-                        "hydra.sweeper.params={model.optimizer.lr:'tag(log, interval(1e-8, 2e-8))'}",
-                        "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"model.optimizer.lr": 3e-3},
+            distributions=distributions,
+            value=0.99,
+            intermediate_values={0: 0.99, 1: 0.99},
+        )
+    )
+    result = optuna_run(
+        tmp_path,
+        mnist_dir,
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.study_name=prune",
+        f"hydra.sweeper.storage='{storage}'",
+        "hydra.sweeper.params={model.optimizer.lr:'tag(log, interval(1e-8, 2e-8))'}",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     trial = optuna.load_study(study_name="prune", storage=storage).trials[-1]
     assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [0]
@@ -200,8 +244,16 @@ def test_an_unpromising_trial_is_pruned(tmp_path, mnist_dir):
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_launchers_run_the_jobs_and_seeds_are_aggregated(launcher, tmp_path, mnist_dir):
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
-    result = run_cli("mnist_lightning.train", "-m", f"hydra/launcher={launcher}", *extra, "seed=1,2", *TINY,
-                     cwd=tmp_path, data_dir=mnist_dir)
+    result = run_cli(
+        "mnist_lightning.train",
+        "-m",
+        f"hydra/launcher={launcher}",
+        *extra,
+        "seed=1,2",
+        *TINY,
+        cwd=tmp_path,
+        data_dir=mnist_dir,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = sweep_dirs(tmp_path)
     metrics = job_metrics(sweep)
@@ -241,9 +293,14 @@ def test_summarize_cli_takes_a_folder_or_the_outputs_root(tmp_path, monkeypatch,
 
 def validation(trainer_epoch: int, **metrics) -> SimpleNamespace:
     """A trainer as the pruning callback sees it at the end of one validation."""
-    return SimpleNamespace(sanity_checking=False, is_global_zero=True, current_epoch=trainer_epoch, should_stop=False,
-                           callback_metrics={k: torch.tensor(v) for k, v in metrics.items()},
-                           strategy=SimpleNamespace(broadcast=lambda value: value))
+    return SimpleNamespace(
+        sanity_checking=False,
+        is_global_zero=True,
+        current_epoch=trainer_epoch,
+        should_stop=False,
+        callback_metrics={k: torch.tensor(v) for k, v in metrics.items()},
+        strategy=SimpleNamespace(broadcast=lambda value: value),
+    )
 
 
 def study_with_a_strong_trial(tmp_path, direction: str = "maximize"):

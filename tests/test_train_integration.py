@@ -82,8 +82,9 @@ def test_best_checkpoint_reloads_and_reproduces_test_accuracy(trained, mnist_dir
 
     _, run_dir, _ = trained
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    model = MNISTLitModule.load_from_checkpoint(run_dir / metrics["best_checkpoint"], map_location="cpu",
-                                                weights_only=True).eval()
+    model = MNISTLitModule.load_from_checkpoint(
+        run_dir / metrics["best_checkpoint"], map_location="cpu", weights_only=True
+    ).eval()
     datamodule = MNISTDataModule(data_dir=str(mnist_dir))
     datamodule.setup("test")
     images, labels = datamodule.test_set.images, datamodule.test_set.labels
@@ -135,8 +136,9 @@ def test_resume_continues_the_run_in_its_own_folder(trained, mnist_dir, tmp_path
 def test_resume_past_the_schedule_is_refused_with_a_clear_message(trained, mnist_dir, tmp_path):
     cwd, run_dir = copy_of(trained, tmp_path)
     before = (run_dir / "metrics.json").read_text()
-    result = run_cli("mnist_lightning.train", "ckpt_path=last", "trainer.max_epochs=3", cwd=cwd, data_dir=mnist_dir,
-                     timeout=300)
+    result = run_cli(
+        "mnist_lightning.train", "ckpt_path=last", "trainer.max_epochs=3", cwd=cwd, data_dir=mnist_dir, timeout=300
+    )
     assert result.returncode == 2
     assert "OneCycleLR spans 300 steps but this run would take 450" in result.stderr
     assert "Traceback" not in result.stderr
@@ -160,10 +162,18 @@ def test_notebook_runs_on_the_trained_run(trained, mnist_dir, monkeypatch):
 
 
 def test_deterministic_runs_give_identical_metrics_and_weights(tmp_path, mnist_dir):
-    overrides = ["trainer.deterministic=true", "trainer.precision=32-true", "trainer.max_epochs=1",
-                 "trainer.limit_train_batches=30",
-                 "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "logger=none",
-                 "callbacks.progress_bar=null", "trainer.enable_progress_bar=false", "seed=7"]
+    overrides = [
+        "trainer.deterministic=true",
+        "trainer.precision=32-true",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=30",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "logger=none",
+        "callbacks.progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        "seed=7",
+    ]
     results = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
@@ -179,9 +189,16 @@ def test_deterministic_runs_give_identical_metrics_and_weights(tmp_path, mnist_d
     assert all(torch.equal(first_state[k], second_state[k]) for k in first_state)
 
 
-TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "scheduler=none", "logger=none", "trainer.enable_progress_bar=false",
-        "callbacks.progress_bar=null"]
+TINY = [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=5",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "scheduler=none",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "callbacks.progress_bar=null",
+]
 
 
 def test_outputs_root_moves_runs_resume_and_lookups_together(tmp_path, mnist_dir):
@@ -193,13 +210,19 @@ def test_outputs_root_moves_runs_resume_and_lookups_together(tmp_path, mnist_dir
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (cwd / "outputs").exists()
     (run_dir,) = [p.parent for p in elsewhere.glob("*/*/.hydra")]
-    resumed = run_cli("mnist_lightning.train", "ckpt_path=last", "trainer.max_epochs=3", root, cwd=cwd,
-                      data_dir=mnist_dir, timeout=300)
+    resumed = run_cli(
+        "mnist_lightning.train",
+        "ckpt_path=last",
+        "trainer.max_epochs=3",
+        root,
+        cwd=cwd,
+        data_dir=mnist_dir,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and len(metrics["resumes"]) == 1
-    evaluated = run_cli("mnist_lightning.evaluate", "model_ref=latest", root, cwd=cwd, data_dir=mnist_dir,
-                        timeout=300)
+    evaluated = run_cli("mnist_lightning.evaluate", "model_ref=latest", root, cwd=cwd, data_dir=mnist_dir, timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert list((elsewhere / "evaluate").glob("*/*/metrics.json")) and not (cwd / "outputs").exists()
 
@@ -207,8 +230,15 @@ def test_outputs_root_moves_runs_resume_and_lookups_together(tmp_path, mnist_dir
 def test_no_test_split_and_checkpoints_outside_the_run_folder(tmp_path, mnist_dir):
     """trainer.limit_test_batches=0 skips the test; a checkpoint folder elsewhere is recorded by its full path."""
     elsewhere = tmp_path / "ckpts"
-    result = run_cli("mnist_lightning.train", *TINY, "trainer.limit_test_batches=0",
-                     f"callbacks.model_checkpoint.dirpath={elsewhere}", cwd=tmp_path, data_dir=mnist_dir, timeout=300)
+    result = run_cli(
+        "mnist_lightning.train",
+        *TINY,
+        "trainer.limit_test_batches=0",
+        f"callbacks.model_checkpoint.dirpath={elsewhere}",
+        cwd=tmp_path,
+        data_dir=mnist_dir,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = run_dirs(tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -223,8 +253,9 @@ def test_paths_with_spaces_commas_and_quotes_survive_a_resume(tmp_path, mnist_di
     result = run_cli("mnist_lightning.train", *TINY, cwd=cwd, data_dir=mnist_dir, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = run_dirs(cwd)
-    resumed = run_cli("mnist_lightning.train", "ckpt_path=last", "trainer.max_epochs=3", cwd=cwd, data_dir=mnist_dir,
-                      timeout=300)
+    resumed = run_cli(
+        "mnist_lightning.train", "ckpt_path=last", "trainer.max_epochs=3", cwd=cwd, data_dir=mnist_dir, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert run_dirs(cwd) == [run_dir]
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -234,12 +265,19 @@ def test_paths_with_spaces_commas_and_quotes_survive_a_resume(tmp_path, mnist_di
 def test_a_crash_that_is_not_a_setting_records_the_failure(tmp_path, mnist_dir):
     """A StepLR of step 0 passes every check and divides by zero at its first step: a bug, shown with its
     traceback, and the run folder says it failed."""
-    result = run_cli("mnist_lightning.train", *TINY, "scheduler=step", "model.scheduler.step_size=0",
-                     "model.scheduler_interval=step", cwd=tmp_path, data_dir=mnist_dir, timeout=300)
+    result = run_cli(
+        "mnist_lightning.train",
+        *TINY,
+        "scheduler=step",
+        "model.scheduler.step_size=0",
+        "model.scheduler_interval=step",
+        cwd=tmp_path,
+        data_dir=mnist_dir,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
     (run_dir,) = run_dirs(tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["state"] == "failed" and metrics["error"].startswith("ZeroDivisionError")
     assert not (run_dir / ".train.lock").exists()
-

@@ -46,14 +46,16 @@ class OptunaSweeperConf:
     # a fixed seed makes a new study repeatable; a resumed study continues from seed + its number of trials
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None})
     # null: no pruning
-    pruner: Any = field(default_factory=lambda: {"_target_": "optuna.pruners.MedianPruner",
-                                                 "n_startup_trials": 5, "n_warmup_steps": 1})
+    pruner: Any = field(
+        default_factory=lambda: {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 1}
+    )
     # the search space: override key -> Hydra sweep syntax, e.g. "tag(log, interval(1e-4, 1e-2))"
     params: dict = field(default_factory=dict)
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="mnist_optuna", node=OptunaSweeperConf,
-                             provider="mnist_lightning")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="mnist_optuna", node=OptunaSweeperConf, provider="mnist_lightning"
+)
 
 
 class SearchError(CompactHydraException):
@@ -78,8 +80,17 @@ def distribution(key: str, spec: str):
 
 
 class OptunaSweeper(Sweeper):
-    def __init__(self, study_name: str, storage: Any, direction: str, n_trials: int, n_jobs: int,
-                 sampler: Any, pruner: Any, params: dict) -> None:
+    def __init__(
+        self,
+        study_name: str,
+        storage: Any,
+        direction: str,
+        n_trials: int,
+        n_jobs: int,
+        sampler: Any,
+        pruner: Any,
+        params: dict,
+    ) -> None:
         self.study_name, self.storage, self.direction = study_name, storage, direction
         self.n_trials, self.n_jobs = n_trials, max(1, n_jobs)
         # Hydra builds the sweeper recursively: sampler and pruner arrive as Optuna objects
@@ -95,7 +106,8 @@ class OptunaSweeper(Sweeper):
         self.pruner_override = _override_value(OmegaConf.to_container(config.hydra.sweeper.pruner, resolve=True))
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} in paths.outputs_root resolve here
         self.launcher = Plugins.instance().instantiate_launcher(
-            config=config, hydra_context=hydra_context, task_function=task_function)
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
 
     def _storage_spec(self) -> str:
         if self.storage:
@@ -122,13 +134,20 @@ class OptunaSweeper(Sweeper):
         fixed, space = [], {key: distribution(key, spec) for key, spec in self.params.items()}
         for override in parser.parse_overrides(arguments):
             if override.is_sweep_override():
-                space[override.get_key_element()] = distribution(override.get_key_element(),
-                                                                 override.get_value_element_as_str())
+                space[override.get_key_element()] = distribution(
+                    override.get_key_element(), override.get_value_element_as_str()
+                )
             else:
                 fixed.append(override.input_line)
         spec = self._storage_spec()
-        study = optuna.create_study(study_name=self.study_name, storage=open_storage(spec), direction=self.direction,
-                                    sampler=self.sampler, pruner=pruner_or_none(self.pruner), load_if_exists=True)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=open_storage(spec),
+            direction=self.direction,
+            sampler=self.sampler,
+            pruner=pruner_or_none(self.pruner),
+            load_if_exists=True,
+        )
         _fail_orphans(study)
         earlier = len(study.trials)
         if earlier:
@@ -143,8 +162,10 @@ class OptunaSweeper(Sweeper):
             batch, launched = [], []
             for trial in trials:
                 trial.set_user_attr("sweeper", this_process())  # a trial whose sweeper died is failed later
-                handle = "optuna_trial=" + _override_value({"storage": spec, "study_name": self.study_name,
-                                                            "number": trial.number}, pruner=self.pruner_override)
+                handle = "optuna_trial=" + _override_value(
+                    {"storage": spec, "study_name": self.study_name, "number": trial.number},
+                    pruner=self.pruner_override,
+                )
                 params = [overrides.assign(k, v) if isinstance(v, str) else f"{k}={v}" for k, v in trial.params.items()]
                 job = [*fixed, *params, handle]
                 try:
@@ -176,8 +197,9 @@ class OptunaSweeper(Sweeper):
         if not name:
             raise SearchError("optimized_metric is not set: the search needs the metric each trial returns")
         if known is not None and name not in known:
-            raise SearchError(f"optimized_metric={name}: the model logs no such metric; "
-                              f"choose one of {', '.join(known)}")
+            raise SearchError(
+                f"optimized_metric={name}: the model logs no such metric; choose one of {', '.join(known)}"
+            )
 
     def _resumed_sampler(self, earlier: int):
         """A resumed study must not draw its earlier trials' points again: the same sampler, seeded further on."""
@@ -230,16 +252,29 @@ class OptunaSweeper(Sweeper):
         trials = study.get_trials(deepcopy=False)
         finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         summary = {
-            "study_name": self.study_name, "storage": spec, "n_trials": len(trials),
+            "study_name": self.study_name,
+            "storage": spec,
+            "n_trials": len(trials),
             "states": {s.name: sum(t.state == s for t in trials) for s in optuna.trial.TrialState},
             # trial number -> its job folder, parameters and outcome (earlier invocations' trials too)
-            "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-                        "job_dir": t.user_attrs.get("job_dir")} for t in trials],
+            "trials": [
+                {
+                    "number": t.number,
+                    "state": t.state.name,
+                    "value": t.value,
+                    "params": t.params,
+                    "job_dir": t.user_attrs.get("job_dir"),
+                }
+                for t in trials
+            ],
         }
         if finished:
-            summary |= {"best_value": study.best_value, "best_params": study.best_params,
-                        "best_trial": study.best_trial.number,
-                        "best_job_dir": study.best_trial.user_attrs.get("job_dir")}
+            summary |= {
+                "best_value": study.best_value,
+                "best_params": study.best_params,
+                "best_trial": study.best_trial.number,
+                "best_job_dir": study.best_trial.user_attrs.get("job_dir"),
+            }
             log.info("Best %s: %s with %s", self.direction, study.best_value, study.best_params)
         atomic.write_text(sweep_dir / "optimization_results.json", json.dumps(summary, indent=2) + "\n")
 
@@ -254,8 +289,9 @@ def _fail_orphans(study) -> None:
         owner = trial.user_attrs.get("sweeper")
         if isinstance(owner, dict) and not process_alive(owner):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            log.warning("Trial %d was left running by process %s, which is gone: marked failed",
-                        trial.number, owner.get("pid"))
+            log.warning(
+                "Trial %d was left running by process %s, which is gone: marked failed", trial.number, owner.get("pid")
+            )
 
 
 def _override_value(value, pruner: str | None = None) -> str:

@@ -51,8 +51,11 @@ def resume_in_place(argv: list[str]) -> list[str]:
         saved = {}
     merged = {k: v for k, v in saved.items() if k not in ("ckpt_path", "optuna_trial") and not k.startswith("hydra.")}
     if "optuna_trial" in saved and "optuna_trial" not in given:
-        print(f"{run_dir} was a trial of an Optuna search; it resumes as a plain run that no longer reports to the "
-              f"study (the trial is closed there).", file=sys.stderr)
+        print(
+            f"{run_dir} was a trial of an Optuna search; it resumes as a plain run that no longer reports to the "
+            f"study (the trial is closed there).",
+            file=sys.stderr,
+        )
     merged.update(given)
     merged["ckpt_path"] = overrides.assign("ckpt_path", checkpoint.resolve())
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -66,14 +69,17 @@ def check_writable(argv: list[str]) -> None:
         given = {k: overrides.value_of(v) for k, v in overrides.by_key([a for a in argv if "=" in a]).items()}
     except Exception:
         return  # Hydra reports the malformed override
-    target = Path(given.get("hydra.run.dir") or given.get("hydra.sweep.dir") or given.get("paths.outputs_root")
-                  or "outputs")
+    target = Path(
+        given.get("hydra.run.dir") or given.get("hydra.sweep.dir") or given.get("paths.outputs_root") or "outputs"
+    )
     existing = target
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        refuse(f"Cannot write run folders under {target}: {existing} is not a writable folder. Fix that, or run from "
-               f"a folder you can write to, or give paths.outputs_root=SOME/WRITABLE/FOLDER.")
+        refuse(
+            f"Cannot write run folders under {target}: {existing} is not a writable folder. Fix that, or run from "
+            f"a folder you can write to, or give paths.outputs_root=SOME/WRITABLE/FOLDER."
+        )
 
 
 def refuse(message: str) -> NoReturn:

@@ -57,10 +57,17 @@ class SweepReport(Callback):
         global last_report
         outcomes = job_outcomes(config.hydra.sweep.dir, since=self._started)
         failures = [(job, error) for job, state, error in outcomes if state == "failed"]
-        last_report = {"jobs": len(outcomes), "failed": len(failures),
-                       "failures": [{"job": str(job), "error": error} for job, error in failures]}
+        last_report = {
+            "jobs": len(outcomes),
+            "failed": len(failures),
+            "failures": [{"job": str(job), "error": error} for job, error in failures],
+        }
         if failures:
-            log.error("%d of %d jobs failed:\n%s", len(failures), len(outcomes),
-                      "\n".join(f"  {job}: {error}" for job, error in failures))
+            log.error(
+                "%d of %d jobs failed:\n%s",
+                len(failures),
+                len(outcomes),
+                "\n".join(f"  {job}: {error}" for job, error in failures),
+            )
         else:
             log.info("All %d jobs of %s ended without error", len(outcomes), config.hydra.sweep.dir)

@@ -42,8 +42,16 @@ class BatchIndexSampler:
     and with several processes each rank takes a disjoint shard (padded like DistributedSampler).
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.epoch = 0
@@ -104,8 +112,12 @@ class MNISTDataModule(pl.LightningDataModule):
         files: dict[str, mnist_files.FileSpec] | None = None,
     ):
         super().__init__()
-        for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size or 1, 1),
-                                 ("val_size", val_size, 1), ("num_workers", num_workers, 0)):
+        for name, value, low in (
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size or 1, 1),
+            ("val_size", val_size, 1),
+            ("num_workers", num_workers, 0),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}={value!r}: must be an integer >= {low}")
         self.data_dir = Path(data_dir)
@@ -154,8 +166,10 @@ class MNISTDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if trainer is not None and trainer.overfit_batches > 0:
             # Lightning would replace the batch sampler with a per-sample one
-            raise UserError("trainer.overfit_batches does not work with the in-memory batches: use debug=overfit "
-                            "(trainer.limit_train_batches=N with data.shuffle=false)")
+            raise UserError(
+                "trainer.overfit_batches does not work with the in-memory batches: use debug=overfit "
+                "(trainer.limit_train_batches=N with data.shuffle=false)"
+            )
         sampler = BatchIndexSampler(len(dataset), batch_size, shuffle, seed=self.seed, rank=rank, world_size=world)
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         # DataLoader draws a seed for its workers at every iter(); its own generator keeps that draw
@@ -179,8 +193,15 @@ class MNISTDataModule(pl.LightningDataModule):
         pin = self.pin_memory
         if pin is None:  # auto: pinned host memory only helps copies to a GPU
             pin = device.type == "cuda"
-        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          pin_memory=pin, persistent_workers=self.num_workers > 0, **extra)
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            persistent_workers=self.num_workers > 0,
+            **extra,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=self.shuffle, train=True)

@@ -41,8 +41,12 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: i
     for average in ("macro", "weighted"):
         metrics[average] = {name: fn(preds, labels, n, average=average).item() for name, fn in scores.items()}
     metrics["per_class"] = {
-        cls: {"precision": per_class["precision"][i], "recall": per_class["recall"][i], "f1": per_class["f1"][i],
-              "support": int(support[i])}
+        cls: {
+            "precision": per_class["precision"][i],
+            "recall": per_class["recall"][i],
+            "f1": per_class["f1"][i],
+            "support": int(support[i]),
+        }
         for i, cls in enumerate(CLASSES[:n])
     }
     metrics["confusion_matrix"] = multiclass_confusion_matrix(preds, labels, n).tolist()
@@ -62,8 +66,9 @@ def classification_report(metrics: dict, digits: int = 4) -> str:
     lines.append(f"{'accuracy':>{width}} {'':>10} {'':>10} {accuracy:>10.{digits}f} {support:>10}")
     for average in ("macro", "weighted"):
         m = metrics[average]
-        lines.append(row.format(f"{average} avg", m["precision"], m["recall"], m["f1"], metrics["support"],
-                                w=width, d=digits))
+        lines.append(
+            row.format(f"{average} avg", m["precision"], m["recall"], m["f1"], metrics["support"], w=width, d=digits)
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -90,11 +95,18 @@ def confusion_matrix_figure(matrix: list[list[int]], normalize: bool = False, ti
             text = f"{values[i, j]:.2f}" if normalize else f"{int(values[i, j])}"
             if normalize and values[i, j] == 0:
                 text = "0"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                    color="white" if values[i, j] > threshold else "black")
-    ax.set(xticks=range(n), yticks=range(n), xticklabels=CLASSES[:n], yticklabels=CLASSES[:n],
-           xlabel="predicted digit", ylabel="true digit",
-           title=title + (" (each row sums to 1)" if normalize else " (counts)"))
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=8, color="white" if values[i, j] > threshold else "black"
+            )
+    ax.set(
+        xticks=range(n),
+        yticks=range(n),
+        xticklabels=CLASSES[:n],
+        yticklabels=CLASSES[:n],
+        xlabel="predicted digit",
+        ylabel="true digit",
+        title=title + (" (each row sums to 1)" if normalize else " (counts)"),
+    )
     return fig
 
 
@@ -138,8 +150,15 @@ def reliability_figure(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 
     top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
     top.bar(centers[used], accuracy[used], width=width, edgecolor="black", label="accuracy")
     low = torch.minimum(mean_conf, accuracy)
-    top.bar(centers[used], (mean_conf - accuracy).abs()[used], bottom=low[used], width=width, color="tab:red",
-            alpha=0.3, label="gap to confidence")
+    top.bar(
+        centers[used],
+        (mean_conf - accuracy).abs()[used],
+        bottom=low[used],
+        width=width,
+        color="tab:red",
+        alpha=0.3,
+        label="gap to confidence",
+    )
     top.plot([0, 1], [0, 1], "k--", label="perfect calibration")
     title = "Reliability diagram" + (f" (ECE {ece:.4f})" if ece is not None else "")
     top.set(ylabel="accuracy", ylim=(0, 1), title=title)
@@ -162,8 +181,13 @@ def prediction_figure(original, digit, probabilities: list[float], title: str):
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
     colors = ["tab:blue" if i == best else "tab:gray" for i in range(len(probabilities))]
     right.bar(range(len(probabilities)), probabilities, color=colors)
-    right.set(ylim=(0, 1), xlabel="digit", ylabel="probability", xticks=range(len(probabilities)),
-              xticklabels=CLASSES[: len(probabilities)])
+    right.set(
+        ylim=(0, 1),
+        xlabel="digit",
+        ylabel="probability",
+        xticks=range(len(probabilities)),
+        xticklabels=CLASSES[: len(probabilities)],
+    )
     right.set_title(title)
     return fig
 
@@ -172,8 +196,14 @@ def save_figure(fig, path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def write_evaluation(run_dir: Path, images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
-                     n_bins: int = 15, misclassified: int = 36) -> dict:
+def write_evaluation(
+    run_dir: Path,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    logits: torch.Tensor,
+    n_bins: int = 15,
+    misclassified: int = 36,
+) -> dict:
     """The metrics of `logits` against `labels`, with the report, the figures (PNG and TensorBoard) and the
     test scalars written into `run_dir`; returns the metrics."""
     from torch.utils.tensorboard import SummaryWriter

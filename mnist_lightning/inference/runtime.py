@@ -33,8 +33,9 @@ def pick_device(name: str) -> torch.device:
         try:
             torch.empty(1, device=device)
         except Exception as exc:
-            raise UserError(f"device={name}: not available here ({exc.__class__.__name__}); use auto, cpu or cuda") \
-                from exc
+            raise UserError(
+                f"device={name}: not available here ({exc.__class__.__name__}); use auto, cpu or cuda"
+            ) from exc
     return device
 
 
@@ -46,9 +47,14 @@ def probabilities(network: torch.nn.Module, digits: list[np.ndarray]) -> torch.T
         return network(normalize(batch)).softmax(1).cpu()
 
 
-def logits_in_batches(network: torch.nn.Module, images: torch.Tensor, batch_size: int,
-                      device: torch.device) -> torch.Tensor:
+def logits_in_batches(
+    network: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device
+) -> torch.Tensor:
     """Logits (N, 10) on the CPU for uint8 images (N, 28, 28), `batch_size` at a time on `device`."""
     with torch.inference_mode():
-        return torch.cat([network(normalize(chunk.to(device, non_blocking=True))).float().cpu()
-                          for chunk in images.split(batch_size)])
+        return torch.cat(
+            [
+                network(normalize(chunk.to(device, non_blocking=True))).float().cpu()
+                for chunk in images.split(batch_size)
+            ]
+        )

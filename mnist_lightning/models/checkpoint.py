@@ -30,8 +30,9 @@ def load_network(path: str | Path, map_location: str = "cpu") -> torch.nn.Module
     try:
         network = build_network(**dict(checkpoint["hyper_parameters"]["net"]))
         prefix = "net."
-        network.load_state_dict({k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items()
-                                 if k.startswith(prefix)})
+        network.load_state_dict(
+            {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        )
     except Exception as exc:  # another network's weights, an unknown architecture...
         raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({_reason(exc)})") from exc
     return network.to(map_location).eval()  # load_state_dict copies into the parameters' own device

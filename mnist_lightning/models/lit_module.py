@@ -42,8 +42,15 @@ class MNISTLitModule(pl.LightningModule):
     # every metric it logs, by the `stage/name` convention; `optimized_metric` must be one of them
     METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc")
 
-    def __init__(self, net: dict, optimizer: Callable | None = None, scheduler: Callable | None = None,
-                 scheduler_interval: str = "epoch", num_classes: int = 10, compile: bool = False):
+    def __init__(
+        self,
+        net: dict,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "epoch",
+        num_classes: int = 10,
+        compile: bool = False,
+    ):
         super().__init__()
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"scheduler_interval={scheduler_interval!r}: must be 'step' or 'epoch'")
@@ -60,7 +67,8 @@ class MNISTLitModule(pl.LightningModule):
 
         # average="micro" is plain accuracy; MulticlassAccuracy's own default is the macro mean of per-class recall
         self.train_acc, self.val_acc, self.test_acc = (
-            MulticlassAccuracy(num_classes, average="micro") for _ in range(3))
+            MulticlassAccuracy(num_classes, average="micro") for _ in range(3)
+        )
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best so far
@@ -77,8 +85,10 @@ class MNISTLitModule(pl.LightningModule):
             # no C compiler, an unsupported platform or operator: train uncompiled instead
             self.__dict__["_compiled"] = None
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            rank_zero_warn(f"model.compile=true: torch.compile failed here ({exc.__class__.__name__}: "
-                           f"{first_line}); running uncompiled")
+            rank_zero_warn(
+                f"model.compile=true: torch.compile failed here ({exc.__class__.__name__}: "
+                f"{first_line}); running uncompiled"
+            )
             return self.net(x)
 
     def on_train_start(self) -> None:
@@ -136,8 +146,10 @@ class MNISTLitModule(pl.LightningModule):
         try:
             scheduler = self.scheduler_factory(optimizer=optimizer, **length)
         except (ValueError, ZeroDivisionError) as exc:  # e.g. OneCycleLR over a handful of steps
-            raise UserError(f"scheduler: {exc.__class__.__name__}: {exc} (schedule length {length}); "
-                            f"use scheduler=none for very short runs") from exc
+            raise UserError(
+                f"scheduler: {exc.__class__.__name__}: {exc} (schedule length {length}); "
+                f"use scheduler=none for very short runs"
+            ) from exc
         interval = self.hparams.scheduler_interval
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 

@@ -111,6 +111,9 @@ class Run:
 
 def training_runs(root: str | Path) -> list[Run]:
     """Every training run folder under `root`, finished or not, least recently updated first."""
-    found = [Run(log.parent, read_metrics(log.parent) or {}) for log in Path(root).glob(f"**/{TRAIN_LOG}")
-             if (log.parent / ".hydra").is_dir()]
+    found = [
+        Run(log.parent, read_metrics(log.parent) or {})
+        for log in Path(root).glob(f"**/{TRAIN_LOG}")
+        if (log.parent / ".hydra").is_dir()
+    ]
     return sorted(found, key=lambda run: (run.updated, str(run.path)))

@@ -62,9 +62,11 @@ def lock_holder(run_dir: str | Path) -> dict | None:
 
 
 def in_use_message(run_dir: Path, holder: dict) -> str:
-    return (f"{run_dir} is in use: process {holder.get('pid')} on {holder.get('host')} is training there. Wait for it "
-            f"to finish or stop it (a stopped run can then be resumed); if no such process exists, delete "
-            f"{run_dir / LOCK_FILE}.")
+    return (
+        f"{run_dir} is in use: process {holder.get('pid')} on {holder.get('host')} is training there. Wait for it "
+        f"to finish or stop it (a stopped run can then be resumed); if no such process exists, delete "
+        f"{run_dir / LOCK_FILE}."
+    )
 
 
 class RunLock:

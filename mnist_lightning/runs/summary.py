@@ -27,24 +27,32 @@ def _keyed(overrides: list[str]) -> dict[str, str]:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # a folder whose overrides.yaml was edited by hand: show it as written
         return {o: o for o in overrides}
-    return {o.key_or_group: o.input_line for o in parsed
-            if not o.key_or_group.startswith("hydra.") and o.key_or_group not in LAUNCH_KEYS}
+    return {
+        o.key_or_group: o.input_line
+        for o in parsed
+        if not o.key_or_group.startswith("hydra.") and o.key_or_group not in LAUNCH_KEYS
+    }
 
 
 def collect(root: Path) -> list[dict]:
     rows, keyed = [], []
     for run in layout.training_runs(root):
         keyed.append(_keyed(layout.read_overrides(run.path)))
-        rows.append({
-            "run": str(run.path.relative_to(root)) or ".",
-            "val/acc_best": run.metrics.get("val/acc_best"),
-            "test/acc": run.metrics.get("test/acc"),
-            "epochs": run.metrics.get("epochs"),
-            "wall_time_s": run.metrics.get("wall_time_s"),
-            "state": run.state or ("running" if lock_holder(run.path) else "incomplete"),
-        })
-    differing = {key for key in {k for overrides in keyed for k in overrides}
-                 if len({overrides.get(key) for overrides in keyed}) > 1}
+        rows.append(
+            {
+                "run": str(run.path.relative_to(root)) or ".",
+                "val/acc_best": run.metrics.get("val/acc_best"),
+                "test/acc": run.metrics.get("test/acc"),
+                "epochs": run.metrics.get("epochs"),
+                "wall_time_s": run.metrics.get("wall_time_s"),
+                "state": run.state or ("running" if lock_holder(run.path) else "incomplete"),
+            }
+        )
+    differing = {
+        key
+        for key in {k for overrides in keyed for k in overrides}
+        if len({overrides.get(key) for overrides in keyed}) > 1
+    }
     for row, overrides in zip(rows, keyed, strict=True):
         row["overrides"] = " ".join(v for k, v in overrides.items() if k in differing)
         row["_keys"] = {k: v for k, v in overrides.items() if k in differing}
@@ -88,10 +96,16 @@ def markdown(rows: list[dict], groups: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_fmt(r[c], c) for c in COLUMNS) + " |" for r in rows]
     if groups:
-        lines += ["", "Across seeds (mean ± std):", "", "| overrides | runs | val/acc_best | test/acc |",
-                  "|---|---|---|---|"]
-        lines += [f"| {g['overrides']} | {g['runs']} | {_fmt(g['val/acc_best'])} | {_fmt(g['test/acc'])} |"
-                  for g in groups]
+        lines += [
+            "",
+            "Across seeds (mean ± std):",
+            "",
+            "| overrides | runs | val/acc_best | test/acc |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {g['overrides']} | {g['runs']} | {_fmt(g['val/acc_best'])} | {_fmt(g['test/acc'])} |" for g in groups
+        ]
     return "\n".join(lines) + "\n"
 
 

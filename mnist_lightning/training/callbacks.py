@@ -50,7 +50,12 @@ def target_reached(callbacks: list, trainer: pl.Trainer, seconds: float) -> dict
     """When an EarlyStopping with a `stopping_threshold` stopped the run because the threshold was reached."""
     for callback in callbacks:
         if isinstance(callback, EarlyStopping) and callback.stopping_reason == EarlyStoppingReason.STOPPING_THRESHOLD:
-            return {"metric": callback.monitor, "value": round(float(callback.best_score), 6),
-                    "target": callback.stopping_threshold, "epoch": callback.stopped_epoch,
-                    "global_step": trainer.global_step, "seconds": round(seconds, 2)}
+            return {
+                "metric": callback.monitor,
+                "value": round(float(callback.best_score), 6),
+                "target": callback.stopping_threshold,
+                "epoch": callback.stopped_epoch,
+                "global_step": trainer.global_step,
+                "seconds": round(seconds, 2),
+            }
     return None

@@ -53,8 +53,9 @@ class OptunaPruning(Callback):
         self.reports = 0
         self.active = not self.storage.get_trial(self.trial_id).state.is_finished()
         if not self.active:
-            log.warning("Trial %d of study %s is already finished: training goes on without reporting to it",
-                        number, study_name)
+            log.warning(
+                "Trial %d of study %s is already finished: training goes on without reporting to it", number, study_name
+            )
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not self.active:

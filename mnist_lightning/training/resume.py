@@ -24,8 +24,13 @@ def rng_states() -> dict:
     version, py_state, py_gauss = random.getstate()
     states = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -61,10 +66,13 @@ def check_resumable(checkpoint: Path, net: dict) -> None:
         state["loops"], state["optimizer_states"]  # noqa: B018 - a training checkpoint has both
     except Exception as exc:
         reason = f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
-        raise UserError(f"ckpt_path={checkpoint}: not a resumable mnist_lightning training checkpoint ({reason})") \
-            from exc
+        raise UserError(
+            f"ckpt_path={checkpoint}: not a resumable mnist_lightning training checkpoint ({reason})"
+        ) from exc
     if saved != net:
         changed = sorted(k for k in set(saved) | set(net) if saved.get(k) != net.get(k))
         detail = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {net.get(k)!r} now" for k in changed)
-        raise UserError(f"ckpt_path={checkpoint}: the checkpoint's network differs from model.net ({detail}). "
-                        f"Resume with the run's own model settings, or start a new run without ckpt_path.")
+        raise UserError(
+            f"ckpt_path={checkpoint}: the checkpoint's network differs from model.net ({detail}). "
+            f"Resume with the run's own model settings, or start a new run without ckpt_path."
+        )

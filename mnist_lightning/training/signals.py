@@ -51,8 +51,11 @@ class GracefulStop(pl.Callback):
             self.signal_name = "SIGINT" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the checkpoint short
         callback = trainer.checkpoint_callback
-        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else Path(
-            trainer.default_root_dir) / "checkpoints"
+        folder = (
+            Path(callback.dirpath)
+            if callback is not None and callback.dirpath
+            else Path(trainer.default_root_dir) / "checkpoints"
+        )
         self.checkpoint = folder / "last.ckpt"
         trainer.save_checkpoint(self.checkpoint)
         log.warning("Saved %s at epoch %d, step %d", self.checkpoint, trainer.current_epoch, trainer.global_step)
