@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # what lint and format look at
 CODE := mnist_lightning tests benchmarks hydra_plugins examples
 
-.PHONY: help install data train evaluate predict examples sweep search summary tensorboard benchmark \
+.PHONY: help install data train evaluate predict serve examples sweep search summary tensorboard benchmark \
 	benchmark-quick test test-fast lint format clean
 
 help: ## list the targets
@@ -34,6 +34,9 @@ evaluate: install ## reports for the best run on the 10,000 test images; ARGS="m
 IMAGE ?= examples
 predict: install ## predict the images in examples/ (or IMAGE=my_digit.png)
 	$(BIN)/python -m mnist_lightning.predict image=$(IMAGE) $(ARGS)
+
+serve: install ## the REST API and drawing page for the best run on http://localhost:8000; ARGS="port=8080"
+	$(BIN)/python -m mnist_lightning.serve $(ARGS)
 
 DATA ?= $(if $(MNIST_DATA_DIR),$(MNIST_DATA_DIR),data)
 examples: install ## rewrite examples/ from the MNIST test set (DATA=folder holding MNIST/raw)

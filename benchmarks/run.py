@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-BENCHMARKS = ("training", "time_to_accuracy", "evaluation", "inference")
+BENCHMARKS = ("training", "time_to_accuracy", "evaluation", "inference", "serving")
 TARGET_ACC = 0.99
 
 
@@ -36,8 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", str(ROOT / "data")))
     parser.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from benchmarks/results/")
-    parser.add_argument("--out", default=None, help="folder for results.json and BENCHMARKS.md "
-                        "(default: benchmarks/results/<machine>.json and ./BENCHMARKS.md)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for results.json and BENCHMARKS.md "
+        "(default: benchmarks/results/<machine>.json and ./BENCHMARKS.md)",
+    )
     args = parser.parse_args(argv)
     if args.render:
         (ROOT / "BENCHMARKS.md").write_text(render([json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]))
@@ -112,14 +116,34 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def row(benchmark: str, figure: str, ours, baseline=None, unit: str = "", better: str = "lower",
-        target: str = "", met: bool | None = None, method: str = "", runs: dict | None = None) -> dict:
+def row(
+    benchmark: str,
+    figure: str,
+    ours,
+    baseline=None,
+    unit: str = "",
+    better: str = "lower",
+    target: str = "",
+    met: bool | None = None,
+    method: str = "",
+    runs: dict | None = None,
+) -> dict:
     ratio = None
     if isinstance(ours, (int, float)) and isinstance(baseline, (int, float)) and ours and baseline:
         ratio = baseline / ours if better == "lower" else ours / baseline  # > 1: ours is better
-    return {"benchmark": benchmark, "figure": figure, "ours": ours, "baseline": baseline, "unit": unit,
-            "ratio": round(ratio, 3) if ratio else None, "better": better, "target": target, "met": met,
-            "method": method, "runs": runs or {}}
+    return {
+        "benchmark": benchmark,
+        "figure": figure,
+        "ours": ours,
+        "baseline": baseline,
+        "unit": unit,
+        "ratio": round(ratio, 3) if ratio else None,
+        "better": better,
+        "target": target,
+        "met": met,
+        "method": method,
+        "runs": runs or {},
+    }
 
 
 class Bench:
@@ -148,17 +172,35 @@ class Bench:
 
     def baseline(self, name: str, epochs: int) -> dict:
         limit = ["--limit-batches", "20", "--eval-limit", "1000"] if self.quick else []
-        got = self.child(name, ["benchmarks/reference.py", "--data-dir", str(self.data_dir),
-                                "--epochs", str(epochs), *limit])
+        got = self.child(
+            name, ["benchmarks/reference.py", "--data-dir", str(self.data_dir), "--epochs", str(epochs), *limit]
+        )
         got["epochs"] = [json.loads(line) for line in got["lines"] if line.startswith('{"epoch"')]
         return got
 
     def train(self, name: str, overrides: list[str]) -> dict:
         run_dir = self.scratch / name
-        limits = (["trainer.limit_train_batches=20", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-                   "trainer.num_sanity_val_steps=0"] if self.quick else [])
-        got = self.child(name, ["-m", "mnist_lightning.train", f"hydra.run.dir={run_dir}",
-                                "trainer.enable_progress_bar=false", *overrides, *limits])
+        limits = (
+            [
+                "trainer.limit_train_batches=20",
+                "trainer.limit_val_batches=2",
+                "trainer.limit_test_batches=2",
+                "trainer.num_sanity_val_steps=0",
+            ]
+            if self.quick
+            else []
+        )
+        got = self.child(
+            name,
+            [
+                "-m",
+                "mnist_lightning.train",
+                f"hydra.run.dir={run_dir}",
+                "trainer.enable_progress_bar=false",
+                *overrides,
+                *limits,
+            ],
+        )
         got["metrics"] = json.loads((run_dir / "metrics.json").read_text())
         got["run_dir"] = run_dir
         return got
@@ -176,13 +218,26 @@ class Bench:
         base, ours, raw = [], [], []
         for i in range(self.repeats):  # interleaved, so that all three see the same machine
             b = self.baseline(f"baseline_epoch_{i}", epochs=1)
-            base.append({"epoch_s": b["epochs"][0]["epoch_s"], "samples_per_s": b["epochs"][0]["train_samples_per_s"],
-                         "rss_mb": b["rss_mb"], "test_acc": b["epochs"][0]["test_acc"]})
+            base.append(
+                {
+                    "epoch_s": b["epochs"][0]["epoch_s"],
+                    "samples_per_s": b["epochs"][0]["train_samples_per_s"],
+                    "rss_mb": b["rss_mb"],
+                    "test_acc": b["epochs"][0]["test_acc"],
+                }
+            )
             log(f"   baseline {base[-1]}")
             o = self.train(f"ours_epoch_{i}", ["trainer.max_epochs=1"])
             m = o["metrics"]
-            ours.append({"epoch_s": m["epoch_time_s"][0], "samples_per_s": m["train_samples_per_s"][0],
-                         "rss_mb": o["rss_mb"], "test_acc": m["test/acc"], "precision": m["precision"]})
+            ours.append(
+                {
+                    "epoch_s": m["epoch_time_s"][0],
+                    "samples_per_s": m["train_samples_per_s"][0],
+                    "rss_mb": o["rss_mb"],
+                    "test_acc": m["test/acc"],
+                    "precision": m["precision"],
+                }
+            )
             log(f"   ours     {ours[-1]}")
             self.checkpoint = o["run_dir"] / m["best_checkpoint"]
             r = self.raw(f"raw_epoch_{i}")
@@ -195,16 +250,47 @@ class Bench:
         rss_ratio = pick(ours, "rss_mb") / pick(base, "rss_mb")
         note = f"median of {self.repeats}; default config with trainer.max_epochs=1 (precision {ours[0]['precision']})"
         return [
-            row("training", "epoch time, 55,000 train + 5,000 val (s)", epoch_ours, epoch_base, "s",
-                target=">= 2.0x faster", met=speedup >= 2.0, method=note, runs={"ours": ours, "baseline": base}),
-            row("training", "training throughput (samples/s)", pick(ours, "samples_per_s"),
-                pick(base, "samples_per_s"), "samples/s", better="higher", method=note),
-            row("training", "Trainer vs raw loop on our data path, epoch time (s)", epoch_ours, epoch_raw, "s",
-                target="<= 5% slower", met=overhead <= 0.05,
-                method=f"{note}; raw loop: benchmarks/raw_loop.py. Overhead {overhead:+.1%}", runs={"raw": raw}),
-            row("training", "peak RSS of a training run (MB)", pick(ours, "rss_mb"), pick(base, "rss_mb"), "MB",
-                target="<= 1.2x the baseline", met=rss_ratio <= 1.2,
-                method=f"{note}; RSS of the whole process (wait4). Ratio ours/baseline {rss_ratio:.2f}"),
+            row(
+                "training",
+                "epoch time, 55,000 train + 5,000 val (s)",
+                epoch_ours,
+                epoch_base,
+                "s",
+                target=">= 2.0x faster",
+                met=speedup >= 2.0,
+                method=note,
+                runs={"ours": ours, "baseline": base},
+            ),
+            row(
+                "training",
+                "training throughput (samples/s)",
+                pick(ours, "samples_per_s"),
+                pick(base, "samples_per_s"),
+                "samples/s",
+                better="higher",
+                method=note,
+            ),
+            row(
+                "training",
+                "Trainer vs raw loop on our data path, epoch time (s)",
+                epoch_ours,
+                epoch_raw,
+                "s",
+                target="<= 5% slower",
+                met=overhead <= 0.05,
+                method=f"{note}; raw loop: benchmarks/raw_loop.py. Overhead {overhead:+.1%}",
+                runs={"raw": raw},
+            ),
+            row(
+                "training",
+                "peak RSS of a training run (MB)",
+                pick(ours, "rss_mb"),
+                pick(base, "rss_mb"),
+                "MB",
+                target="<= 1.2x the baseline",
+                met=rss_ratio <= 1.2,
+                method=f"{note}; RSS of the whole process (wait4). Ratio ours/baseline {rss_ratio:.2f}",
+            ),
         ]
 
     def time_to_accuracy(self) -> list[dict]:
@@ -212,9 +298,11 @@ class Bench:
         b = self.baseline("baseline_5_epochs", epochs=1 if self.quick else 5)
         reached = [e for e in b["epochs"] if e["test_acc"] >= TARGET_ACC]
         base_time = reached[0]["training_time_s"] if reached else None
-        base_note = (f"reached {reached[0]['test_acc']:.2%} after epoch {reached[0]['epoch']}" if reached else
-                     f"never reached 99% in {len(b['epochs'])} epochs "
-                     f"(best {max(e['test_acc'] for e in b['epochs']):.2%})")
+        base_note = (
+            f"reached {reached[0]['test_acc']:.2%} after epoch {reached[0]['epoch']}"
+            if reached
+            else f"never reached 99% in {len(b['epochs'])} epochs (best {max(e['test_acc'] for e in b['epochs']):.2%})"
+        )
         log(f"   baseline {base_note}, {b['epochs']}")
         seeds, ours = ((1,) if self.quick else (1, 2, 3)), []
         for seed in seeds:
@@ -222,8 +310,16 @@ class Bench:
             m = o["metrics"]
             hit = m.get("target_reached")
             seconds = hit["seconds"] if hit else round(sum(m["epoch_time_s"] or [0]), 2)
-            ours.append({"seed": seed, "seconds": seconds, "test_acc": m["test/acc"], "stopped_early": bool(hit),
-                         "epochs": m["epochs"], "global_step": m["global_step"]})
+            ours.append(
+                {
+                    "seed": seed,
+                    "seconds": seconds,
+                    "test_acc": m["test/acc"],
+                    "stopped_early": bool(hit),
+                    "epochs": m["epochs"],
+                    "global_step": m["global_step"],
+                }
+            )
             log(f"   fast     {ours[-1]}")
         all_reached = all(r["test_acc"] is not None and r["test_acc"] >= TARGET_ACC for r in ours)
         worst = max(r["seconds"] for r in ours)
@@ -231,13 +327,26 @@ class Bench:
         spread = f"test accuracy {min(accs):.2%} to {max(accs):.2%} over seeds {seeds}"
         met = all_reached and base_time is not None and worst <= 0.25 * base_time
         return [
-            row("time_to_accuracy", "training time to >= 99.0% test accuracy (s), slowest seed",
-                worst if all_reached else None, base_time, "s", target="<= 0.25x the baseline, every seed",
-                met=met, method=f"ours: experiment=fast, seeds {seeds}, {spread}, times "
+            row(
+                "time_to_accuracy",
+                "training time to >= 99.0% test accuracy (s), slowest seed",
+                worst if all_reached else None,
+                base_time,
+                "s",
+                target="<= 0.25x the baseline, every seed",
+                met=met,
+                method=f"ours: experiment=fast, seeds {seeds}, {spread}, times "
                 f"{[r['seconds'] for r in ours]}; baseline {base_note}",
-                runs={"ours": ours, "baseline": b["epochs"]}),
-            row("time_to_accuracy", "peak RSS of the baseline's 5-epoch run (MB)", None, b["rss_mb"], "MB",
-                method="for reference: the baseline's RSS does not grow with epochs"),
+                runs={"ours": ours, "baseline": b["epochs"]},
+            ),
+            row(
+                "time_to_accuracy",
+                "peak RSS of the baseline's 5-epoch run (MB)",
+                None,
+                b["rss_mb"],
+                "MB",
+                method="for reference: the baseline's RSS does not grow with epochs",
+            ),
         ]
 
     def evaluation(self) -> list[dict]:
@@ -278,10 +387,21 @@ class Bench:
                 times[name].append(round(time.perf_counter() - started, 3))
         o, b = median(times["ours"]), median(times["baseline"])
         log(f"   evaluation {times}")
-        return [row("evaluation", f"{count:,} test images: load + predict (s)", o, b, "s", target=">= 3x faster",
-                    met=b / o >= 3, method=f"median of {len(times['ours'])}, in one process; ours: "
-                    "MNISTDataModule.setup('test') (md5-checked) + runtime.logits_in_batches in batches of "
-                    f"{MNISTDataModule(str(self.data_dir)).eval_batch_size_for('cpu')}", runs=times)]
+        return [
+            row(
+                "evaluation",
+                f"{count:,} test images: load + predict (s)",
+                o,
+                b,
+                "s",
+                target=">= 3x faster",
+                met=b / o >= 3,
+                method=f"median of {len(times['ours'])}, in one process; ours: "
+                "MNISTDataModule.setup('test') (md5-checked) + runtime.logits_in_batches in batches of "
+                f"{MNISTDataModule(str(self.data_dir)).eval_batch_size_for('cpu')}",
+                runs=times,
+            )
+        ]
 
     def inference(self) -> list[dict]:
         """Single-image latency with preprocessing, batched throughput, and the CLI's cold start."""
@@ -324,24 +444,168 @@ class Bench:
 
         cold = []
         for i in range(self.repeats):
-            got = self.child(f"predict_cold_{i}", ["-m", "mnist_lightning.predict", f"image={images[0]}",
-                                                   f"ckpt_path={checkpoint}", "visualize=false",
-                                                   f"hydra.run.dir={self.scratch / f'predict_{i}'}"])
+            got = self.child(
+                f"predict_cold_{i}",
+                [
+                    "-m",
+                    "mnist_lightning.predict",
+                    f"image={images[0]}",
+                    f"ckpt_path={checkpoint}",
+                    "visualize=false",
+                    f"hydra.run.dir={self.scratch / f'predict_{i}'}",
+                ],
+            )
             cold.append(round(got["wall_s"], 3))
         log(f"   inference p50 {p50:.2f} ms, p99 {p99:.2f} ms, batch {median(rates):.0f}/s, cold {cold}")
         method = f"{n} calls on the example images, file open + preprocess + forward, 1 image each"
         return [
-            row("inference", "single image, p50 (ms)", round(p50, 3), unit="ms", target="< 2 ms", met=p50 < 2,
-                method=method),
-            row("inference", "single image, p99 (ms)", round(p99, 3), unit="ms", target="< 5 ms", met=p99 < 5,
-                method=method),
-            row("inference", "batch of 256 images, preprocess + forward (images/s)", round(median(rates), 1),
-                unit="images/s", better="higher", method="median of batches of decoded example images"),
-            row("inference", f"model only, {len(tensors):,} prepared images (images/s)", round(model_rate, 1),
-                unit="images/s", better="higher", method="logits_in_batches in batches of 64 (the CPU default)"),
-            row("inference", "cold start: python -m mnist_lightning.predict, one image (s)", median(cold), unit="s",
-                method=f"process start to exit, median of {len(cold)}, visualize=false", runs={"cold": cold}),
+            row(
+                "inference",
+                "single image, p50 (ms)",
+                round(p50, 3),
+                unit="ms",
+                target="< 2 ms",
+                met=p50 < 2,
+                method=method,
+            ),
+            row(
+                "inference",
+                "single image, p99 (ms)",
+                round(p99, 3),
+                unit="ms",
+                target="< 5 ms",
+                met=p99 < 5,
+                method=method,
+            ),
+            row(
+                "inference",
+                "batch of 256 images, preprocess + forward (images/s)",
+                round(median(rates), 1),
+                unit="images/s",
+                better="higher",
+                method="median of batches of decoded example images",
+            ),
+            row(
+                "inference",
+                f"model only, {len(tensors):,} prepared images (images/s)",
+                round(model_rate, 1),
+                unit="images/s",
+                better="higher",
+                method="logits_in_batches in batches of 64 (the CPU default)",
+            ),
+            row(
+                "inference",
+                "cold start: python -m mnist_lightning.predict, one image (s)",
+                median(cold),
+                unit="s",
+                method=f"process start to exit, median of {len(cold)}, visualize=false",
+                runs={"cold": cold},
+            ),
         ]
+
+    def serving(self) -> list[dict]:
+        """`python -m mnist_lightning.serve` over HTTP on loopback: requests/s and latency of POST /predict with 1
+        and 8 concurrent clients, for a 28x28 PNG and a 280x280 canvas-sized PNG (a digit drawn as on the page)."""
+        import io
+        import socket
+        import threading
+
+        import httpx
+        from PIL import Image
+
+        from mnist_lightning.data.files import load_split
+
+        checkpoint = self.checkpoint or self._fresh_checkpoint()
+        images, _ = load_split(self.data_dir, train=False)
+        payloads = {}
+        for name, size in (("28x28 PNG", 28), ("280x280 canvas PNG", 280)):
+            buffer = io.BytesIO()
+            Image.fromarray(images[0].numpy()).resize((size, size), Image.Resampling.BILINEAR).save(buffer, "PNG")
+            payloads[name] = buffer.getvalue()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log_file = open(self.scratch / "serve.log", "w")  # noqa: SIM115 - closed after the server stops
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mnist_lightning.serve",
+                f"port={port}",
+                f"ckpt_path={checkpoint}",
+                f"hydra.run.dir={self.scratch / 'serve'}",
+            ],
+            env=self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not start: {(self.scratch / 'serve.log').read_text()[-2000:]}")
+                time.sleep(0.2)
+            per_client = 10 if self.quick else 200
+
+            def client(payload: bytes, latencies: list[float], lock: threading.Lock) -> None:
+                with httpx.Client(base_url=url, timeout=60) as http:
+                    http.post("/predict", files={"file": ("d.png", payload)})  # warm the connection
+                    for _ in range(per_client):
+                        started = time.perf_counter()
+                        response = http.post("/predict", files={"file": ("d.png", payload)})
+                        elapsed = time.perf_counter() - started
+                        response.raise_for_status()
+                        with lock:
+                            latencies.append(elapsed * 1000)
+
+            rows = []
+            for name, payload in payloads.items():
+                for clients in (1, 8):
+                    rates, p50s, p99s = [], [], []
+                    for _ in range(self.repeats):
+                        latencies, lock = [], threading.Lock()
+                        threads = [
+                            threading.Thread(target=client, args=(payload, latencies, lock)) for _ in range(clients)
+                        ]
+                        started = time.perf_counter()
+                        for thread in threads:
+                            thread.start()
+                        for thread in threads:
+                            thread.join()
+                        rates.append(len(latencies) / (time.perf_counter() - started))
+                        latencies.sort()
+                        p50s.append(latencies[len(latencies) // 2])
+                        p99s.append(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))])
+                    rate, p50, p99 = median(rates), median(p50s), median(p99s)
+                    log(f"   serving {name}, {clients} client(s): {rate:.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+                    how = (
+                        f"{clients} client thread(s) x {per_client} requests each, httpx keep-alive connections to "
+                        f"one server process on 127.0.0.1 (the clients share the machine's cores), after one warm-up "
+                        f"request per client; median of {self.repeats} rounds (p50 and p99 too)"
+                    )
+                    rows += [
+                        row(
+                            "serving",
+                            f"/predict, {name}, {clients} client(s) (requests/s)",
+                            round(rate, 1),
+                            unit="req/s",
+                            better="higher",
+                            method=how,
+                        ),
+                        row("serving", f"/predict, {name}, {clients} client(s), p50 (ms)", round(p50, 2), unit="ms"),
+                        row("serving", f"/predict, {name}, {clients} client(s), p99 (ms)", round(p99, 2), unit="ms"),
+                    ]
+            return rows
+        finally:
+            server.terminate()
+            server.wait(60)
+            log_file.close()
 
     def _fresh_checkpoint(self) -> Path:
         """An untrained network in the training checkpoint format (latency does not depend on the weights)."""
@@ -351,34 +615,47 @@ class Bench:
 
         network = build_network(arch="cnn")
         path = self.scratch / "untrained.ckpt"
-        torch.save({"hyper_parameters": {"net": {"arch": "cnn"}},
-                    "state_dict": {f"net.{k}": v for k, v in network.state_dict().items()}}, path)
+        torch.save(
+            {
+                "hyper_parameters": {"net": {"arch": "cnn"}},
+                "state_dict": {f"net.{k}": v for k, v in network.state_dict().items()},
+            },
+            path,
+        )
         return path
 
 
 def render(all_results: list[dict]) -> str:
-    lines = ["# Benchmarks", "",
-             "Generated by `make benchmark` (`benchmarks/run.py`) from benchmarks/results/*.json; do not edit by hand.",
-             "Ratio > 1 means ours is better (faster, smaller or higher as the figure needs). Baselines:",
-             "`benchmarks/reference.py` (plain PyTorch, torchvision MNIST with per-sample transforms) and",
-             "`benchmarks/raw_loop.py` (our in-memory data path in a hand-written loop).",
-             "Each section below is one machine; a machine without a section was not measured. "
-             "Run `make benchmark` there to add one.", ""]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make benchmark` (`benchmarks/run.py`) from benchmarks/results/*.json; do not edit by hand.",
+        "Ratio > 1 means ours is better (faster, smaller or higher as the figure needs). Baselines:",
+        "`benchmarks/reference.py` (plain PyTorch, torchvision MNIST with per-sample transforms) and",
+        "`benchmarks/raw_loop.py` (our in-memory data path in a hand-written loop).",
+        "Each section below is one machine; a machine without a section was not measured. "
+        "Run `make benchmark` there to add one.",
+        "",
+    ]
     for results in all_results:
         machine, versions = results["machine"], results["versions"]
         title = machine.get("accelerator") or machine.get("cpu")
-        lines += [f"## {title}{' (quick run: figures not comparable)' if results['quick'] else ''}", "",
-                  f"- machine: {machine.get('cpu')}, {machine.get('cpu_count')} cores, {machine.get('os')}, "
-                  f"accelerator: {machine.get('accelerator') or 'none'}",
-                  "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-                  f"- date: {results['date']}, commit {str(results.get('git_commit'))[:10]}"
-                  f"{' (dirty tree)' if results.get('git_dirty') else ''}, {results['repeats']} run(s) per figure"]
+        lines += [
+            f"## {title}{' (quick run: figures not comparable)' if results['quick'] else ''}",
+            "",
+            f"- machine: {machine.get('cpu')}, {machine.get('cpu_count')} cores, {machine.get('os')}, "
+            f"accelerator: {machine.get('accelerator') or 'none'}",
+            "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+            f"- date: {results['date']}, commit {str(results.get('git_commit'))[:10]}"
+            f"{' (dirty tree)' if results.get('git_dirty') else ''}, {results['repeats']} run(s) per figure",
+        ]
         if results.get("partial"):
             earlier = results["earlier"]
-            lines.append(f"- re-measured at that date and commit: {', '.join(sorted(results['partial']))}; the "
-                         f"other rows date from {earlier['date']}, commit {str(earlier['git_commit'])[:10]}")
-        lines += ["",
-                  "| figure | ours | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
+            lines.append(
+                f"- re-measured at that date and commit: {', '.join(sorted(results['partial']))}; the "
+                f"other rows date from {earlier['date']}, commit {str(earlier['git_commit'])[:10]}"
+            )
+        lines += ["", "| figure | ours | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
         for r in results["rows"]:
             met = {True: "yes", False: "**no**", None: ""}[r["met"]]
             ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"

@@ -44,6 +44,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "kind": "evaluate",
         "checkpoint": str(checkpoint.resolve()),
         "checkpoint_sha256": lineage.sha256sum(checkpoint),
+        "model_version": lineage.model_version(checkpoint),
         "data_md5": datamodule.file_md5,
         "device": str(device),
         "wall_time_s": round(time.time() - started, 2),

@@ -117,6 +117,8 @@ def train(cfg: DictConfig) -> dict:
         "test/acc": _number(tested.get("test/acc")),
         "test/loss": _number(tested.get("test/loss")),
         "best_checkpoint": layout.path_in_run(best, run_dir) if best else None,
+        # the id that names this model everywhere: evaluate, the service's responses, exports
+        "model_version": lineage.model_version(best) if best else None,
         "last_logged": last_logged,
         "val_samples": val_samples,
         "val_split_size": val_split_size,

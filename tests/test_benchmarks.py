@@ -21,7 +21,7 @@ def test_quick_benchmark_writes_json_and_a_table(tmp_path, mnist_dir):
             "benchmarks/run.py",
             "--quick",
             "--only",
-            "training,evaluation,inference",
+            "training,evaluation,inference,serving",
             "--data-dir",
             str(mnist_dir),
             "--out",
@@ -40,7 +40,9 @@ def test_quick_benchmark_writes_json_and_a_table(tmp_path, mnist_dir):
     assert epoch["ours"] > 0 and epoch["baseline"] > 0 and epoch["ratio"] == round(epoch["baseline"] / epoch["ours"], 3)
     assert rows["peak RSS of a training run (MB)"]["ours"] > 100
     assert 0 < rows["single image, p50 (ms)"]["ours"] <= rows["single image, p99 (ms)"]["ours"]
-    assert {"evaluation", "inference", "training"} == {row["benchmark"] for row in results["rows"]}
+    assert {"evaluation", "inference", "training", "serving"} == {row["benchmark"] for row in results["rows"]}
+    serving = [row for row in results["rows"] if row["benchmark"] == "serving"]
+    assert len(serving) == 12 and all(row["ours"] > 0 for row in serving)  # 2 images x 1 or 8 clients x 3 figures
     table = (out / "BENCHMARKS.md").read_text()
     assert "| figure | ours | baseline | ratio | target | met |" in table and "quick run" in table
     assert all(row["figure"] in table for row in results["rows"])

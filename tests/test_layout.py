@@ -13,9 +13,10 @@ import torch
 from conftest import ROOT
 
 PACKAGE = ROOT / "mnist_lightning"
-VERBS = {"train", "evaluate", "predict", "summarize"}
+VERBS = {"train", "evaluate", "predict", "summarize", "serve"}
 # what each subpackage may import from the package (besides itself): a layer only builds on those below it
 ALLOWED = {
+    "serving": {"inference", "models", "data", "runs", "errors"},
     "cli": {"runs", "training", "errors"},
     "training": {"runs", "errors"},
     "inference": {"data", "runs", "errors"},
@@ -34,8 +35,11 @@ def package_imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] if node.module != "mnist_lightning" else [
-                f"mnist_lightning.{alias.name}" for alias in node.names]
+            names = (
+                [node.module]
+                if node.module != "mnist_lightning"
+                else [f"mnist_lightning.{alias.name}" for alias in node.names]
+            )
         found |= {name.split(".")[1] for name in names if name.startswith("mnist_lightning.")}
     return found
 
@@ -48,7 +52,8 @@ def test_the_top_level_holds_only_the_verbs():
     top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "errors"}
     assert top == VERBS, "a module that is not a verb belongs in a subpackage"
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == {*ALLOWED} - {"errors"} | {
-        "conf"}
+        "conf"
+    }
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -74,9 +79,11 @@ def test_networks_are_plain_modules():
 
 
 def test_inference_and_checkpoint_loading_need_neither_lightning_nor_hydra():
-    code = ("import sys; import mnist_lightning.inference.runtime, mnist_lightning.inference.preprocess, "
-            "mnist_lightning.models.checkpoint; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'hydra', 'pytorch_lightning')))")
+    code = (
+        "import sys; import mnist_lightning.inference.runtime, mnist_lightning.inference.preprocess, "
+        "mnist_lightning.models.checkpoint; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'hydra', 'pytorch_lightning')))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -54,6 +54,8 @@ def test_a_wheel_installs_into_a_fresh_venv_and_its_commands_work(tmp_path, mnis
         "mnist_lightning/conf/train.yaml",
         "mnist_lightning/conf/callbacks/default.yaml",
         "hydra_plugins/mnist_lightning_optuna/optuna_sweeper.py",
+        "mnist_lightning/serving/page/index.html",
+        "mnist_lightning/conf/serve.yaml",
     } <= names
 
     # A fresh venv gets the package from the wheel; its dependencies (gigabytes of torch) are borrowed from this

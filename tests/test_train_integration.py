@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import run_cli, run_dirs
+from mnist_lightning.runs import lineage
 from mnist_lightning.training.precision import auto_precision
 
 pytestmark = pytest.mark.slow  # training runs of the CLI
@@ -43,6 +44,7 @@ def test_metrics_json(trained):
     assert metrics["state"] == "finished"
     assert metrics["test/acc"] > 0.95 and metrics["val/acc_best"] > 0.95
     assert (run_dir / metrics["best_checkpoint"]).is_file()
+    assert metrics["model_version"] == lineage.sha256sum(run_dir / metrics["best_checkpoint"])[:12]
     assert metrics["epochs"] == 2 and metrics["global_step"] == 300 and metrics["seed"] == 42
     assert metrics["data_md5"]["train-images-idx3-ubyte"] == "6bbc9ace898e44ae57da46a324031adb"
     assert metrics["versions"]["torch"] and metrics["versions"]["lightning"] and metrics["wall_time_s"] > 0

@@ -7,12 +7,14 @@ is 20 px (aspect ratio kept, anti-aliased), placed in a 28x28 field with its cen
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_lightning.errors import UserError
 
@@ -24,6 +26,10 @@ MIN_CONTRAST = 0.2  # an image whose darkest and lightest parts differ by less h
 
 class ImageError(UserError):
     """This file cannot be turned into a model input; the message says why."""
+
+
+class ImageTooLarge(ImageError):
+    """The image has more pixels than allowed (a decompression bomb, a photo of a poster)."""
 
 
 @dataclass
@@ -42,22 +48,39 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(f"{path}: no such file")
     if not path.is_file():
         raise ImageError(f"{path}: not a file")
+    return decode_image(path, str(path), max_pixels)
+
+
+def decode_image(source: str | Path | bytes | BinaryIO, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Fully decode an image (a path, its bytes, or a file object), with EXIF orientation applied.
+
+    Raises ImageError naming `name` for an empty, unknown, truncated or corrupt image, or one over `max_pixels`
+    (checked from the header, before the pixels are decoded).
+    """
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageError(f"{name}: empty file")
+        source = io.BytesIO(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below is stricter
-            image = Image.open(path)
+            image = Image.open(source)
         with image:
             if image.width * image.height > max_pixels:
-                raise ImageError(f"{path}: {image.width}x{image.height} pixels is over the limit of {max_pixels:,}; "
-                                 f"scale it down first")
+                raise ImageTooLarge(
+                    f"{name}: {image.width}x{image.height} pixels is over the limit of {max_pixels:,}; "
+                    f"scale it down first"
+                )
             image.load()
             return ImageOps.exif_transpose(image)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: refused as a decompression bomb ({exc})") from exc
+        raise ImageTooLarge(f"{name}: refused as a decompression bomb ({exc})") from exc
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object, of no use to the reader
+        raise ImageError(f"{name}: not a readable image (not in a format Pillow reads)") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for unknown, truncated or corrupt files
-        raise ImageError(f"{path}: not a readable image ({exc})") from exc
+        raise ImageError(f"{name}: not a readable image ({exc})") from exc
 
 
 def to_gray(image: Image.Image) -> np.ndarray:
@@ -131,7 +154,7 @@ def image_paths(spec: str | Path) -> tuple[list[Path], list[tuple[str, str]]]:
     path = Path(spec)
     if any(ch in spec for ch in "*?["):
         anchor = Path(spec).anchor
-        matches = sorted(Path(anchor).glob(spec[len(anchor):])) if anchor else sorted(Path().glob(spec))
+        matches = sorted(Path(anchor).glob(spec[len(anchor) :])) if anchor else sorted(Path().glob(spec))
         files = [p for p in matches if p.is_file()]
         return (files, []) if files else ([], [(spec, f"{spec}: the pattern matches no file")])
     if path.is_dir():
@@ -139,8 +162,11 @@ def image_paths(spec: str | Path) -> tuple[list[Path], list[tuple[str, str]]]:
         files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
         # named, so the user knows they were not predicted (hidden files such as .DS_Store are not)
-        skipped = [(str(p), f"{p}: skipped, {p.suffix or 'no extension'} is not an image type predict reads "
-                            f"({suffixes})") for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
+        skipped = [
+            (str(p), f"{p}: skipped, {p.suffix or 'no extension'} is not an image type predict reads ({suffixes})")
+            for p in entries
+            if p.suffix.lower() not in IMAGE_SUFFIXES
+        ]
         if not files:
             return [], [(spec, f"{spec}: the folder has no images ({suffixes})"), *skipped]
         return files, skipped

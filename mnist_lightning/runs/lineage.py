@@ -20,15 +20,23 @@ def sha256sum(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def model_version(checkpoint: str | Path) -> str:
+    """The id that names a model everywhere (metrics.json, HTTP responses, exports): its checkpoint's sha256 prefix."""
+    return sha256sum(checkpoint)[:12]
+
+
 def lineage() -> dict:
     """Where a result came from: code version, package versions, machine (no host name)."""
     repo = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(repo), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+
     info = {"git_commit": None, "git_dirty": None}
     try:
-        run = lambda *args: subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,  # noqa: E731
-                                           timeout=10, check=True).stdout.strip()
-        info["git_commit"] = run("rev-parse", "HEAD")
-        info["git_dirty"] = bool(run("status", "--porcelain", "--untracked-files=no"))
+        info["git_commit"] = git("rev-parse", "HEAD")
+        info["git_dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         pass
     versions = {"python": platform.python_version()}
@@ -54,5 +62,9 @@ def machine_description() -> dict:
     except OSError:
         pass
     accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"os": f"{platform.system()} {platform.release()}", "cpu": cpu, "cpu_count": os.cpu_count(),
-            "accelerator": accelerator}
+    return {
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "accelerator": accelerator,
+    }

@@ -1,0 +1,76 @@
+"""What the service counts, in Prometheus' text format at /metrics (prometheus-client, one registry per app)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# latency buckets from 1 ms to 10 s: one image takes a few ms, a batch of 64 large images much longer
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServiceMetrics:
+    def __init__(self, model_version: str, network: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mnist_http_requests", "HTTP requests by route and status code", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "mnist_http_request_duration_seconds",
+            "Time from request to response, by route",
+            ["route"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "mnist_predictions",
+            "Digits predicted, by predicted class",
+            ["digit", "model_version"],
+            registry=self.registry,
+        )
+        self.model = Gauge(
+            "mnist_model_info", "The model being served (value 1)", ["model_version", "network"], registry=self.registry
+        )
+        self.model.labels(model_version=model_version, network=network).set(1)
+        self.model_version = model_version
+
+    def observe_prediction(self, digit: int | None) -> None:
+        if digit is not None:
+            self.predictions.labels(digit=str(digit), model_version=self.model_version).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """ASGI middleware: counts every HTTP request by route template and status, and times it.
+
+    It wraps everything else, so requests refused early (a body over the size limit) are counted too.
+    Unknown paths are counted under one route label, `unmatched`, so scanners cannot grow the label set.
+    """
+
+    def __init__(self, app, metrics: ServiceMetrics, routes: set[str]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_and_note(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", None)  # the template, e.g. /predict/batch
+            if route is None:  # refused before routing (a body over the limit): its path, if it is a route
+                route = scope["path"] if scope["path"] in self.routes else "unmatched"
+            self.metrics.requests.labels(route=route, status=str(status)).inc()
+            self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)

@@ -1,0 +1,52 @@
+"""The request and response bodies of the service, as pydantic models: they are the OpenAPI schema at /docs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Prediction(BaseModel):
+    prediction: int | None = Field(description="the digit, 0-9; null when no digit was found", ge=0, le=9)
+    confidence: float | None = Field(description="the probability of that digit")
+    probabilities: list[float] | None = Field(
+        description="the probability of each digit 0-9", min_length=10, max_length=10
+    )
+    inverted: bool = Field(description="dark ink on a light background was inverted to MNIST's light on dark")
+    reason: str | None = Field(None, description="why there is no prediction (a blank image)")
+    model_version: str = Field(description="the answering model's id: a prefix of its checkpoint's sha256")
+
+
+class BatchItem(BaseModel):
+    filename: str
+    prediction: int | None = Field(None, ge=0, le=9)
+    confidence: float | None = None
+    probabilities: list[float] | None = Field(None, min_length=10, max_length=10)
+    inverted: bool | None = None
+    reason: str | None = Field(None, description="why there is no prediction (a blank image)")
+    error: str | None = Field(None, description="why this file could not be read; the other files are answered")
+    status: int = Field(description="the status this file alone would have got: 200, 400 or 413")
+
+
+class BatchPrediction(BaseModel):
+    model_version: str
+    results: list[BatchItem] = Field(description="one entry per uploaded file, in the order they were sent")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model_version: str
+
+
+class ModelInfo(BaseModel):
+    model_version: str
+    checkpoint: str
+    run_dir: str | None = Field(description="the training run folder the checkpoint belongs to, if any")
+    network: str = Field(description="the network's name, e.g. cnn")
+    network_args: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="the run's metrics.json (empty for a checkpoint outside a run)")
+
+
+class ErrorDetail(BaseModel):
+    detail: str = Field(description="what is wrong with the request and how to send it right")
