@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 # Re-install only when the dependencies change: a second `make install` does nothing.
 STAMP := $(VENV)/.installed
 # what lint and format look at
-CODE := mnist_lightning tests benchmarks hydra_plugins examples
+CODE := mnist_lightning tests benchmarks hydra_plugins tools
 
-.PHONY: help install data train evaluate predict serve examples sweep search summary tensorboard benchmark \
+.PHONY: help install data train evaluate predict serve export examples sweep search summary tensorboard benchmark \
 	benchmark-quick test test-fast lint format clean
 
 help: ## list the targets
@@ -38,9 +38,12 @@ predict: install ## predict the images in examples/ (or IMAGE=my_digit.png)
 serve: install ## the REST API and drawing page for the best run on http://localhost:8000; ARGS="port=8080"
 	$(BIN)/python -m mnist_lightning.serve $(ARGS)
 
+export: install ## model.onnx, model.pt2 and model.json for the best run, verified on the test set
+	$(BIN)/python -m mnist_lightning.export $(ARGS)
+
 DATA ?= $(if $(MNIST_DATA_DIR),$(MNIST_DATA_DIR),data)
 examples: install ## rewrite examples/ from the MNIST test set (DATA=folder holding MNIST/raw)
-	$(BIN)/python examples/renderings.py $(DATA) examples
+	$(BIN)/python tools/renderings.py $(DATA) examples
 
 sweep: install ## a 2x2 grid of one-epoch runs in outputs/multirun/<date>/<time>/<job>/
 	$(BIN)/python -m mnist_lightning.train -m model.optimizer.lr=1e-3,3e-3 data.batch_size=64,128 \

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-BENCHMARKS = ("training", "time_to_accuracy", "evaluation", "inference", "serving")
+BENCHMARKS = ("training", "time_to_accuracy", "evaluation", "inference", "runtimes", "serving")
 TARGET_ACC = 0.99
 
 
@@ -502,6 +502,147 @@ class Bench:
                 runs={"cold": cold},
             ),
         ]
+
+    def runtimes(self) -> list[dict]:
+        """One model in PyTorch eager, as its .pt2 and in ONNX Runtime, side by side in one process: single-image
+        latency (forward only, and end to end from a 28x28 PNG's bytes), batches of 256, and predict's cold start."""
+        import io
+
+        import torch
+        from PIL import Image
+
+        from mnist_lightning.data.files import load_split
+        from mnist_lightning.inference import artifacts, preprocess
+        from mnist_lightning.inference.onnx_runtime import OnnxModel
+        from mnist_lightning.inference.runtime import TorchModel
+        from mnist_lightning.models.checkpoint import load_network
+
+        checkpoint = self.checkpoint or self._fresh_checkpoint()
+        images, labels = load_split(self.data_dir, train=False)
+        count = 1000 if self.quick else 10_000
+        folder = self.scratch / "export"
+        artifacts.export(load_network(checkpoint), checkpoint, folder, images[:count], labels[:count])
+        models = {
+            "PyTorch eager": TorchModel(load_network(checkpoint)),
+            ".pt2": TorchModel(torch.export.load(folder / "model.pt2").module()),
+            "ONNX Runtime": OnnxModel(folder / "model.onnx"),
+        }
+
+        def png(index: int) -> bytes:
+            buffer = io.BytesIO()
+            Image.fromarray(images[index].numpy()).save(buffer, "PNG")
+            return buffer.getvalue()
+
+        one = png(0)
+        digit = preprocess.prepare(preprocess.decode_image(one, "digit.png")).digit
+        batch = [preprocess.prepare(preprocess.decode_image(png(i), "digit.png")).digit for i in range(256)]
+        n = 100 if self.quick else 2000
+        forward, end_to_end, rates = ({name: [] for name in models} for _ in range(3))
+        for model in models.values():
+            for _ in range(20):
+                model.probabilities([digit])
+        for _ in range(self.repeats):  # the runtimes take turns, so that each sees the same machine
+            for name, model in models.items():
+                for _ in range(n // self.repeats):
+                    started = time.perf_counter()
+                    model.probabilities([digit])
+                    forward[name].append((time.perf_counter() - started) * 1000)
+                    started = time.perf_counter()
+                    model.probabilities([preprocess.prepare(preprocess.decode_image(one, "digit.png")).digit])
+                    end_to_end[name].append((time.perf_counter() - started) * 1000)
+                for _ in range(3 if self.quick else 10):
+                    started = time.perf_counter()
+                    model.probabilities(batch)
+                    rates[name].append(len(batch) / (time.perf_counter() - started))
+
+        def pct(values: list[float], q: float) -> float:
+            values = sorted(values)
+            return round(values[min(len(values) - 1, int(len(values) * q))], 3)
+
+        rows = []
+        base = "PyTorch eager"
+        figures = (
+            ("single 28x28 digit, forward only, p50 (ms)", forward, 0.5, "lower"),
+            ("single 28x28 digit, forward only, p99 (ms)", forward, 0.99, "lower"),
+            ("single 28x28 PNG, bytes to probabilities, p50 (ms)", end_to_end, 0.5, "lower"),
+            ("single 28x28 PNG, bytes to probabilities, p99 (ms)", end_to_end, 0.99, "lower"),
+        )
+        how = (
+            f"{n} calls per runtime in {self.repeats} alternating rounds, one process, after 20 warm-up calls; "
+            "end to end = decode_image + prepare + probabilities on the bytes of a 28x28 PNG"
+        )
+        for figure, samples, q, better in figures:
+            for name in models:
+                baseline = None if name == base else pct(samples[base], q)
+                rows.append(
+                    row(
+                        "runtimes",
+                        f"{name}: {figure}",
+                        pct(samples[name], q),
+                        baseline,
+                        "ms",
+                        better,
+                        method=how if name == base else "",
+                    )
+                )
+        for name in models:
+            baseline = None if name == base else round(median(rates[base]), 1)
+            rows.append(
+                row(
+                    "runtimes",
+                    f"{name}: batch of 256 prepared digits (images/s)",
+                    round(median(rates[name]), 1),
+                    baseline,
+                    "images/s",
+                    "higher",
+                    method="median of batches" if name == base else "",
+                )
+            )
+        fastest = min(models, key=lambda name: pct(end_to_end[name], 0.5))
+        rows.append(
+            row(
+                "runtimes",
+                "fastest runtime, 28x28 PNG bytes to probabilities, p50 (ms)",
+                pct(end_to_end[fastest], 0.5),
+                unit="ms",
+                target="< 2 ms",
+                met=pct(end_to_end[fastest], 0.5) < 2,
+                method=f"the fastest of the three: {fastest}",
+            )
+        )
+
+        image_path = self.scratch / "digit.png"
+        image_path.write_bytes(one)
+        cold = {"torch": [], "onnx": []}
+        for i in range(self.repeats):
+            for runtime in cold:
+                got = self.child(
+                    f"predict_{runtime}_{i}",
+                    [
+                        "-m",
+                        "mnist_lightning.predict",
+                        f"image={image_path}",
+                        f"ckpt_path={checkpoint}",
+                        f"runtime={runtime}",
+                        f"export_dir={folder}",
+                        "visualize=false",
+                        f"hydra.run.dir={self.scratch / f'predict_{runtime}_{i}'}",
+                    ],
+                )
+                cold[runtime].append(round(got["wall_s"], 3))
+        log(f"   runtimes: e2e p50 {[pct(end_to_end[m], 0.5) for m in models]} ms, cold start {cold}")
+        rows.append(
+            row(
+                "runtimes",
+                "cold start: predict runtime=onnx vs runtime=torch, one image (s)",
+                median(cold["onnx"]),
+                median(cold["torch"]),
+                "s",
+                method=f"process start to exit, median of {self.repeats}, alternating; runtime=onnx imports no torch",
+                runs=cold,
+            )
+        )
+        return rows
 
     def serving(self) -> list[dict]:
         """`python -m mnist_lightning.serve` over HTTP on loopback: requests/s and latency of POST /predict with 1

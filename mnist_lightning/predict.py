@@ -2,7 +2,8 @@
 
 PATH is a file, a folder, a glob or a list. Each image is turned into MNIST's 28x28 format by
 `mnist_lightning.inference.preprocess`; bad files get their own error line and never stop the batch.
-Imports neither Lightning nor matplotlib (unless drawing), so it starts fast.
+Imports neither Lightning nor matplotlib (unless drawing), so it starts fast; with `runtime=onnx` the exported
+model runs in ONNX Runtime and torch is not imported at all.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def predict(cfg: DictConfig) -> list[dict]:
-    from mnist_lightning.inference import preprocess, runtime
-    from mnist_lightning.models.checkpoint import load_network
+    from mnist_lightning.inference import preprocess
+    from mnist_lightning.inference.classifiers import load_classifier
     from mnist_lightning.runs import atomic, resolve
 
     if OmegaConf.is_missing(cfg, "image"):
@@ -37,7 +38,7 @@ def predict(cfg: DictConfig) -> list[dict]:
         results += [{"path": s, "error": e} for s, e in errors]
 
     checkpoint = resolve.resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
-    network = load_network(checkpoint)
+    classifier = load_classifier(checkpoint, cfg.runtime, cfg.export_dir)
 
     prepared = {}
     for path in paths:
@@ -53,14 +54,14 @@ def predict(cfg: DictConfig) -> list[dict]:
             prepared[path] = (image, ready)
 
     if prepared:
-        probabilities = runtime.probabilities(network, [ready.digit for _, ready in prepared.values()])
+        probabilities = classifier.probabilities([ready.digit for _, ready in prepared.values()])
         for (path, (_, ready)), probs in zip(prepared.items(), probabilities, strict=True):
-            confidence, digit = probs.max(0)
+            digit = int(probs.argmax())
             results.append(
                 {
                     "path": str(path),
-                    "prediction": int(digit),
-                    "confidence": round(float(confidence), 6),
+                    "prediction": digit,
+                    "confidence": round(float(probs[digit]), 6),
                     "probabilities": [round(float(p), 6) for p in probs],
                     "inverted": ready.inverted,
                 }

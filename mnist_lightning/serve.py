@@ -36,7 +36,9 @@ def serve(cfg: DictConfig) -> None:
 
     check_port_free(cfg.host, cfg.port)
     checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
-    model = ServedModel.load(checkpoint, device=str(pick_device(cfg.device)))
+    model = ServedModel.load(
+        checkpoint, device=str(pick_device(cfg.device)), runtime=cfg.runtime, export_dir=cfg.export_dir
+    )
     settings = ServeSettings(
         max_body_bytes=int(cfg.limits.max_body_bytes),
         max_batch=int(cfg.limits.max_batch),
@@ -45,7 +47,7 @@ def serve(cfg: DictConfig) -> None:
     app = create_app(model, settings)
     shown_host = "localhost" if cfg.host in ("127.0.0.1", "0.0.0.0") else cfg.host
     url = f"http://{shown_host}:{cfg.port}{cfg.root_path}/"
-    log.info("Serving %s (model %s) on %s:%s", checkpoint, model.version, cfg.host, cfg.port)
+    log.info("Serving %s (model %s, %s) on %s:%s", checkpoint, model.version, model.runtime, cfg.host, cfg.port)
     print(f"Drawing page: {url}   API: {url}docs   model: {model.version} ({checkpoint})", flush=True)
     # uvicorn's own handlers stay off (log_config=None): its lines go through Hydra's, to stderr and serve.log
     uvicorn.run(

@@ -21,7 +21,7 @@ def test_quick_benchmark_writes_json_and_a_table(tmp_path, mnist_dir):
             "benchmarks/run.py",
             "--quick",
             "--only",
-            "training,evaluation,inference,serving",
+            "training,evaluation,inference,runtimes,serving",
             "--data-dir",
             str(mnist_dir),
             "--out",
@@ -40,7 +40,12 @@ def test_quick_benchmark_writes_json_and_a_table(tmp_path, mnist_dir):
     assert epoch["ours"] > 0 and epoch["baseline"] > 0 and epoch["ratio"] == round(epoch["baseline"] / epoch["ours"], 3)
     assert rows["peak RSS of a training run (MB)"]["ours"] > 100
     assert 0 < rows["single image, p50 (ms)"]["ours"] <= rows["single image, p99 (ms)"]["ours"]
-    assert {"evaluation", "inference", "training", "serving"} == {row["benchmark"] for row in results["rows"]}
+    assert {"evaluation", "inference", "training", "runtimes", "serving"} == {
+        row["benchmark"] for row in results["rows"]
+    }
+    runtimes = {row["figure"]: row for row in results["rows"] if row["benchmark"] == "runtimes"}
+    assert runtimes["ONNX Runtime: batch of 256 prepared digits (images/s)"]["baseline"] > 0  # beside PyTorch eager
+    assert runtimes["cold start: predict runtime=onnx vs runtime=torch, one image (s)"]["ours"] > 0
     serving = [row for row in results["rows"] if row["benchmark"] == "serving"]
     assert len(serving) == 12 and all(row["ours"] > 0 for row in serving)  # 2 images x 1 or 8 clients x 3 figures
     table = (out / "BENCHMARKS.md").read_text()

@@ -8,14 +8,17 @@ confusion matrix has no colour scale and overlapping cell labels at ten classes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: predict draws its figure without it
+    import torch
 
 CLASSES = [str(d) for d in range(10)]
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict:
     """Accuracy, loss, precision/recall/F1 (per class, macro, weighted), support, ECE and the confusion matrix."""
+    import torch
     import torch.nn.functional as F
     from torchmetrics.functional.classification import (
         multiclass_accuracy,
@@ -131,6 +134,8 @@ def misclassified_figure(images: torch.Tensor, labels: torch.Tensor, probs: torc
 
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15):
     """Per confidence bin: mean confidence, accuracy and count (equal-width bins over [0, 1])."""
+    import torch
+
     confidence, preds = probs.max(1)
     correct = (preds == labels).float()
     index = torch.bucketize(confidence, torch.linspace(0, 1, n_bins + 1)[1:-1])
@@ -142,6 +147,8 @@ def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
 
 def reliability_figure(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, ece: float | None = None):
     """Reliability diagram: accuracy against confidence per bin, with the share of samples in each bin."""
+    import torch
+
     mean_conf, accuracy, count = reliability_bins(probs, labels, n_bins)
     edges = torch.linspace(0, 1, n_bins + 1)
     centers, width = (edges[:-1] + edges[1:]) / 2, 1 / n_bins

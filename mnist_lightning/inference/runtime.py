@@ -47,6 +47,18 @@ def probabilities(network: torch.nn.Module, digits: list[np.ndarray]) -> torch.T
         return network(normalize(batch)).softmax(1).cpu()
 
 
+class TorchModel:
+    """A network in PyTorch, with the same `probabilities` as the exported runtimes (NumPy out)."""
+
+    runtime = "torch"
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        self.network = network
+
+    def probabilities(self, digits: list[np.ndarray]) -> np.ndarray:
+        return probabilities(self.network, digits).numpy()
+
+
 def logits_in_batches(
     network: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device
 ) -> torch.Tensor:

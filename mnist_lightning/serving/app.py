@@ -103,6 +103,7 @@ def create_app(model: ServedModel, settings: ServeSettings | None = None) -> Fas
             checkpoint=str(model.checkpoint),
             run_dir=str(model.run_dir) if model.run_dir else None,
             network=model.net.get("arch", ""),
+            runtime=model.runtime,
             network_args={k: v for k, v in model.net.items() if k != "arch"},
             metrics=model.metrics,
         )

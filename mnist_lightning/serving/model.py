@@ -6,32 +6,39 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from PIL import Image
 
-from mnist_lightning.inference import preprocess, runtime
+from mnist_lightning.inference import preprocess
+from mnist_lightning.inference.classifiers import load_classifier
 from mnist_lightning.models import checkpoint as checkpoints
 from mnist_lightning.runs import layout, lineage
 
 
 @dataclass
 class ServedModel:
-    network: torch.nn.Module
+    classifier: object  # anything with probabilities(digits) -> (N, 10): a TorchModel or an OnnxModel
     version: str
     checkpoint: Path
     run_dir: Path | None
     net: dict
     metrics: dict = field(default_factory=dict)
 
+    @property
+    def runtime(self) -> str:
+        return getattr(self.classifier, "runtime", "torch")
+
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str = "cpu") -> ServedModel:
-        """The network of a training checkpoint in eval mode, with the run's metrics.json when it has one."""
+    def load(
+        cls, checkpoint: str | Path, device: str = "cpu", runtime: str = "torch", export_dir: str | Path | None = None
+    ) -> ServedModel:
+        """The model of a training checkpoint, run by `runtime` (torch, or onnx: its export in ONNX Runtime), with
+        the run's metrics.json when it has one."""
         checkpoint = Path(checkpoint).resolve()
         net = dict(checkpoints.read(checkpoint)["hyper_parameters"]["net"])
         in_run = checkpoint.parent.name == layout.CHECKPOINT_DIR
         run_dir = checkpoint.parent.parent if in_run else None
         return cls(
-            network=checkpoints.load_network(checkpoint, map_location=device),
+            classifier=load_classifier(checkpoint, runtime, export_dir, device),
             version=lineage.model_version(checkpoint),
             checkpoint=checkpoint,
             run_dir=run_dir,
@@ -44,7 +51,7 @@ class ServedModel:
         and the reason when no digit was found. Safe to call from several threads at once (eval mode, no state)."""
         prepared = [preprocess.prepare(image) for image in images]
         digits = [ready.digit for ready in prepared if ready.digit is not None]
-        probabilities = iter(runtime.probabilities(self.network, digits) if digits else [])
+        probabilities = iter(self.classifier.probabilities(digits) if digits else [])
         results = []
         for ready in prepared:
             if ready.digit is None:
@@ -59,11 +66,11 @@ class ServedModel:
                 )
                 continue
             probs = next(probabilities)
-            confidence, digit = probs.max(0)
+            digit = int(probs.argmax())
             results.append(
                 {
-                    "prediction": int(digit),
-                    "confidence": round(float(confidence), 6),
+                    "prediction": digit,
+                    "confidence": round(float(probs[digit]), 6),
                     "probabilities": [round(float(p), 6) for p in probs],
                     "inverted": ready.inverted,
                     "reason": None,

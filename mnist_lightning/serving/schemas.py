@@ -44,6 +44,7 @@ class ModelInfo(BaseModel):
     checkpoint: str
     run_dir: str | None = Field(description="the training run folder the checkpoint belongs to, if any")
     network: str = Field(description="the network's name, e.g. cnn")
+    runtime: str = Field(description="what runs it: torch, or onnxruntime (runtime=onnx)")
     network_args: dict[str, Any]
     metrics: dict[str, Any] = Field(description="the run's metrics.json (empty for a checkpoint outside a run)")
 

@@ -1,6 +1,6 @@
 """Real-world-looking renderings of MNIST test digits, for `make predict` and the preprocessing tests.
 
-`python examples/renderings.py [DATA_DIR] [OUT_DIR]` (`make examples`) writes the images in `examples/`:
+`python tools/renderings.py [DATA_DIR] [OUT_DIR]` (`make examples`) writes the images in `examples/`:
 each is a real test digit drawn the way people's images come (dark ink on paper, a large canvas,
 off-centre, transparent background, JPEG, 16-bit, palette, CMYK, rotated by EXIF), named
 `<true digit>_<variant>.<ext>`.

@@ -1,0 +1,63 @@
+"""Export a trained model: `python -m mnist_lightning.export` (`make export`, `mnist-export`).
+
+Writes model.onnx (ONNX Runtime, any language), model.pt2 (torch.export) and model.json (how to use them) into
+the run's `export/` folder, after checking that both give PyTorch's predictions on all 10,000 test images.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_lightning.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def export(cfg: DictConfig) -> dict:
+    from mnist_lightning.cli.build import build
+    from mnist_lightning.inference import artifacts
+    from mnist_lightning.models.checkpoint import load_network
+    from mnist_lightning.runs.resolve import resolve_model
+
+    artifacts.require_export_extra()
+    checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else artifacts.default_dir(checkpoint)
+    network = load_network(checkpoint)
+    datamodule = build(cfg.data, "data")
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    log.info("Exporting %s into %s", checkpoint, out_dir)
+    meta = artifacts.export(network, checkpoint, out_dir, datamodule.test_set.images, datamodule.test_set.labels)
+    check = meta["verification"]
+    log.info(
+        "\nSummary\n  model version   %s\n  written to      %s\n  files           %s, %s, %s (ONNX opset %d)\n"
+        "  verified on     %s test images: same predictions, max |logit difference| %s (tolerance %g)",
+        meta["model_version"],
+        out_dir,
+        artifacts.ONNX_FILE,
+        artifacts.PT2_FILE,
+        artifacts.META_FILE,
+        meta["files"]["onnx"]["opset"],
+        f"{check['images']:,}",
+        ", ".join(f"{k} {v:.1e}" for k, v in check["max_abs_logit_diff"].items()),
+        check["tolerance"],
+    )
+    return meta
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    try:
+        export(cfg)
+    except UserError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

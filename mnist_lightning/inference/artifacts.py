@@ -1,0 +1,207 @@
+"""The export folder: a trained network as files that run without this package's training code.
+
+- `model.onnx`: one self-contained ONNX file for ONNX Runtime (any language, a browser, a phone);
+- `model.pt2`: a `torch.export` ExportedProgram, torch's current format for a model without its Python class;
+- `model.json`: everything needed to use them elsewhere: version, origin, input and output names and shapes,
+  the normalisation, the test accuracy, and the parity the export was verified to.
+
+Writing needs the `export` extra (onnx, onnxscript, onnxruntime); reading model.json needs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+from mnist_lightning.errors import UserError
+from mnist_lightning.runs import atomic, layout, lineage
+
+ONNX_FILE, PT2_FILE, META_FILE = "model.onnx", "model.pt2", "model.json"
+INPUT, OUTPUT = "image", "logits"
+TOLERANCE = 1e-4  # the largest |logit difference| to PyTorch an export may show on the test set
+FORMAT = 1  # of model.json
+
+
+class ExportMismatch(UserError):
+    """An exported model does not give PyTorch's answers; nothing was written."""
+
+
+def default_dir(checkpoint: str | Path) -> Path:
+    """`<run folder>/export` for a checkpoint of a run, else an `export` folder beside the checkpoint."""
+    checkpoint = Path(checkpoint).resolve()
+    in_run = checkpoint.parent.name == layout.CHECKPOINT_DIR
+    return (checkpoint.parent.parent if in_run else checkpoint.parent) / "export"
+
+
+def require_export_extra() -> None:
+    missing = []
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise UserError(
+            f"exporting needs the export extra ({', '.join(missing)} missing): "
+            f"pip install 'mnist-lightning[export]' (in a checkout: pip install -e '.[export]')"
+        )
+
+
+def export(network, checkpoint: Path, out_dir: Path, test_images, test_labels) -> dict:
+    """Write model.onnx, model.pt2 and model.json for `network` (from `checkpoint`) into `out_dir`, after checking
+    on the test images that both give PyTorch's predictions. Raises ExportMismatch and writes nothing otherwise."""
+    import torch
+
+    require_export_extra()
+    network = network.cpu().eval()  # the exporters trace the module as it is: dropout must be off
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as scratch:  # removed whatever happens
+        scratch = Path(scratch)
+        batch = torch.export.Dim("batch", min=1, max=1 << 20)
+        example = (torch.zeros(2, 1, 28, 28),)  # a batch of 1 would fix the batch dimension to 1
+        opset = _export_onnx(network, example, batch, scratch / ONNX_FILE)
+        program = torch.export.export(network, example, dynamic_shapes=({0: batch},))
+        torch.export.save(program, scratch / PT2_FILE)
+        verification = verify(network, scratch, test_images, test_labels)
+        meta = describe(network, checkpoint, opset, verification, scratch)
+        atomic.write_text(scratch / META_FILE, json.dumps(meta, indent=2) + "\n")
+        for name in (ONNX_FILE, PT2_FILE, META_FILE):  # model.json last: it vouches for the two files
+            shutil.move(scratch / name, out_dir / name)
+    return meta
+
+
+def _export_onnx(network, example, batch, path: Path) -> int:
+    import contextlib
+    import io
+    import logging
+
+    import onnx
+    import torch
+
+    for name in ("onnx_ir", "onnxscript"):  # their passes log every step at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        torch.onnx.export(
+            network,
+            example,
+            str(path),
+            dynamo=True,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):  # name the batch axis for every reader
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
+
+
+def verify(network, folder: Path, images, labels, batch_size: int = 64) -> dict:
+    """Every test image through PyTorch, ONNX Runtime (CPU) and the loaded .pt2: identical predictions and
+    logits within TOLERANCE, or ExportMismatch naming what differs."""
+    import numpy as np
+    import torch
+
+    from mnist_lightning.data.transforms import normalize
+    from mnist_lightning.inference.onnx_runtime import OnnxModel
+
+    onnx_model = OnnxModel(folder / ONNX_FILE)
+    pt2 = torch.export.load(folder / PT2_FILE).module()
+    outputs = {"torch": [], "onnxruntime": [], "pt2": []}
+    with torch.inference_mode():
+        for chunk in images.split(batch_size):
+            x = normalize(chunk)
+            outputs["torch"].append(network(x).numpy())
+            outputs["pt2"].append(pt2(x).numpy())
+            outputs["onnxruntime"].append(onnx_model.logits(x.numpy()))
+    logits = {name: np.concatenate(parts) for name, parts in outputs.items()}
+    reference = logits["torch"].argmax(1)
+    figures = {
+        "images": len(labels),
+        "tolerance": TOLERANCE,
+        "max_abs_logit_diff": {k: float(np.abs(v - logits["torch"]).max()) for k, v in logits.items() if k != "torch"},
+        "differing_predictions": {k: int((v.argmax(1) != reference).sum()) for k, v in logits.items() if k != "torch"},
+        "accuracy": {k: float((v.argmax(1) == labels.numpy()).mean()) for k, v in logits.items()},
+    }
+    bad = [
+        f"{k}: {figures['differing_predictions'][k]} predictions differ, max |logit difference| "
+        f"{figures['max_abs_logit_diff'][k]:.2e}"
+        for k in figures["max_abs_logit_diff"]
+        if figures["differing_predictions"][k] or figures["max_abs_logit_diff"][k] >= TOLERANCE
+    ]
+    if bad:
+        raise ExportMismatch(
+            f"the export does not match PyTorch on the {len(labels):,} test images "
+            f"({'; '.join(bad)}; tolerance {TOLERANCE}); nothing was written"
+        )
+    return figures
+
+
+def describe(network, checkpoint: Path, opset: int, verification: dict, folder: Path) -> dict:
+    from mnist_lightning.data.transforms import MNIST_MEAN, MNIST_STD
+    from mnist_lightning.models.checkpoint import read
+
+    checkpoint = checkpoint.resolve()
+    net = dict(read(checkpoint)["hyper_parameters"]["net"])
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == layout.CHECKPOINT_DIR else None
+    metrics = (layout.read_metrics(run_dir) or {}) if run_dir else {}
+    versions = {}
+    for package in ("torch", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "format": FORMAT,
+        "model_version": lineage.model_version(checkpoint),
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": lineage.sha256sum(checkpoint),
+        "run_dir": str(run_dir) if run_dir else None,
+        "network": {"name": net.pop("arch"), "arguments": net},
+        "input": {
+            "name": INPUT,
+            "shape": ["batch", 1, 28, 28],
+            "dtype": "float32",
+            "normalisation": {"mean": MNIST_MEAN, "std": MNIST_STD, "formula": "(pixel / 255 - mean) / std"},
+            "layout": "one digit, light on dark, 28x28, its longer side 20 px, centre of mass at pixel (14, 14)",
+        },
+        "output": {
+            "name": OUTPUT,
+            "shape": ["batch", 10],
+            "classes": [str(d) for d in range(10)],
+            "meaning": "unnormalised log-probabilities: softmax gives the probability of each digit",
+        },
+        "files": {
+            "onnx": {"file": ONNX_FILE, "opset": opset, "sha256": lineage.sha256sum(folder / ONNX_FILE)},
+            "pt2": {"file": PT2_FILE, "sha256": lineage.sha256sum(folder / PT2_FILE)},
+        },
+        "test_accuracy": metrics.get("test/acc"),
+        "verification": verification,
+        "exported_with": versions,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def read_meta(folder: str | Path) -> dict:
+    """model.json of an export folder; UserError when there is none or it is not one."""
+    path = Path(folder) / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(
+            f"{folder}: no export there ({META_FILE} is missing); run python -m mnist_lightning.export first"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable {META_FILE} ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{path}: not a model.json this version reads (format {FORMAT}); export again")
+    return meta

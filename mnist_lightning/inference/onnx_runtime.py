@@ -1,0 +1,64 @@
+"""An exported model in ONNX Runtime: NumPy in, NumPy out, no torch imported (so `predict runtime=onnx` starts
+without loading torch). The inputs are the prepared digits of `preprocess`, normalised as model.json says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mnist_lightning.errors import UserError
+from mnist_lightning.inference import artifacts
+
+
+class OnnxModel:
+    """A model.onnx in an ONNX Runtime session on the CPU."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | Path, mean: float = 0.1307, std: float = 0.3081) -> None:
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise UserError(
+                "runtime=onnx needs ONNX Runtime: pip install 'mnist-lightning[export]' "
+                "(in a checkout: pip install -e '.[export]')"
+            ) from exc
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: the session's own warnings are not the user's business
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # missing, truncated, not ONNX, an unknown operator...
+            reason = " ".join(str(exc).split())[:300]
+            raise UserError(
+                f"{path}: not a loadable ONNX model ({exc.__class__.__name__}: {reason}); export the "
+                f"model again with python -m mnist_lightning.export"
+            ) from exc
+        self.path, self.mean, self.std = Path(path), mean, std
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (N, 10) for normalised float32 images (N, 1, 28, 28)."""
+        return self.session.run([artifacts.OUTPUT], {artifacts.INPUT: np.asarray(batch, dtype=np.float32)})[0]
+
+    def probabilities(self, digits: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities (N, 10) for prepared 28x28 digits (values in 0..1)."""
+        batch = ((np.stack(digits)[:, None] - self.mean) / self.std).astype(np.float32)
+        logits = self.logits(batch)
+        exp = np.exp(logits - logits.max(1, keepdims=True))
+        return exp / exp.sum(1, keepdims=True)
+
+
+def load_export(folder: str | Path, checkpoint: str | Path | None = None) -> tuple[OnnxModel, dict]:
+    """The ONNX model of an export folder and its model.json; with `checkpoint`, refuse an export of another one."""
+    meta = artifacts.read_meta(folder)
+    if checkpoint is not None:
+        from mnist_lightning.runs.lineage import sha256sum
+
+        if meta.get("checkpoint_sha256") != sha256sum(checkpoint):
+            raise UserError(
+                f"{folder} holds the export of model {meta.get('model_version')}, not of {checkpoint}: "
+                f"export that checkpoint (python -m mnist_lightning.export ckpt_path={checkpoint})"
+            )
+    normalisation = meta["input"]["normalisation"]
+    model = OnnxModel(Path(folder) / meta["files"]["onnx"]["file"], normalisation["mean"], normalisation["std"])
+    return model, meta
