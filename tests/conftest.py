@@ -155,3 +155,14 @@ def stop_server(handle) -> int:
     if handle.process.poll() is None:
         handle.process.send_signal(signal.SIGTERM)
     return handle.process.wait(60)
+
+
+def run_without(missing_module: str, verb: str, cwd: Path, data_dir: Path) -> subprocess.CompletedProcess:
+    """`python -m mnist_lightning.<verb>` in a process where `missing_module` cannot be imported, as on an install
+    without the extra that brings it."""
+    code = (
+        f"import sys; sys.modules[{missing_module!r}] = None; sys.argv = [{verb!r}]; "
+        f"from mnist_lightning.{verb} import main; main()"
+    )
+    env = {**os.environ, "MNIST_DATA_DIR": str(data_dir)}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)

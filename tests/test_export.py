@@ -14,7 +14,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, start_server, stop_server
+from conftest import ROOT, run_cli, run_without, start_server, stop_server
 from mnist_lightning.data.files import load_split
 from mnist_lightning.data.transforms import normalize
 from mnist_lightning.errors import UserError
@@ -205,18 +205,7 @@ def test_an_export_that_differs_from_pytorch_is_refused_and_leaves_no_files(mnis
 
 
 def test_without_the_export_extra_one_line_says_what_to_install(tmp_path, mnist_dir):
-    code = (
-        "import sys; sys.modules['onnxscript'] = None; sys.argv = ['export']; "
-        "from mnist_lightning.export import main; main()"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "MNIST_DATA_DIR": str(mnist_dir)},
-    )
+    result = run_without("onnxscript", "export", tmp_path, mnist_dir)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert (
         "exporting needs the export extra (onnxscript missing): pip install 'mnist-lightning[export]'" in result.stderr

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +14,7 @@ import pytest
 from PIL import Image
 
 import renderings
-from conftest import ROOT, start_server, stop_server
+from conftest import ROOT, run_without, start_server, stop_server
 from mnist_lightning.data.files import load_split
 from mnist_lightning.runs import lineage
 from test_preprocess import huge_png
@@ -217,17 +214,6 @@ def test_a_taken_port_is_refused_in_one_line(server, mnist_dir, tmp_path):
 
 
 def test_without_the_serve_extra_one_line_says_what_to_install(tmp_path, mnist_dir):
-    code = (
-        "import sys; sys.modules['uvicorn'] = None; sys.argv = ['serve']; "  # as if uvicorn were not installed
-        "from mnist_lightning.serve import main; main()"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "MNIST_DATA_DIR": str(mnist_dir)},
-    )
+    result = run_without("uvicorn", "serve", tmp_path, mnist_dir)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "serving needs the serve extra (uvicorn is missing): pip install 'mnist-lightning[serve]'" in result.stderr
