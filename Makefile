@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # what lint and format look at
 CODE := mnist_lightning tests benchmarks hydra_plugins tools
 
-.PHONY: help install data train evaluate predict serve export examples sweep search summary tensorboard benchmark \
+.PHONY: help install data train evaluate predict serve export register examples sweep search summary tensorboard benchmark \
 	benchmark-quick test test-fast lint format clean
 
 help: ## list the targets
@@ -40,6 +40,10 @@ serve: install ## the REST API and drawing page for the best run on http://local
 
 export: install ## model.onnx, model.pt2 and model.json for the best run, verified on the test set
 	$(BIN)/python -m mnist_lightning.export $(ARGS)
+
+ALIAS ?= champion
+register: install ## file the best run in the MLflow registry as mnist-cnn, alias champion (ALIAS=challenger)
+	$(BIN)/python -m mnist_lightning.register alias=$(ALIAS) $(ARGS)
 
 DATA ?= $(if $(MNIST_DATA_DIR),$(MNIST_DATA_DIR),data)
 examples: install ## rewrite examples/ from the MNIST test set (DATA=folder holding MNIST/raw)

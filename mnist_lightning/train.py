@@ -134,6 +134,7 @@ def train(cfg: DictConfig) -> dict:
         "resumed_from": str(resume_from) if resume_from else None,
         "resumes": resumes,
         "data_md5": getattr(datamodule, "file_md5", None),
+        "mlflow": _mlflow_run(trainer),
         **lineage.lineage(),
     }
     layout.write_metrics(run_dir, metrics)
@@ -174,6 +175,16 @@ def _validated(trainer, datamodule) -> tuple[int | None, int | None]:
     batches = int(sum(trainer.num_val_batches or [0]))
     per_batch = datamodule.eval_batch_size_for(trainer.strategy.root_device)
     return min(len(split), batches * per_batch * trainer.world_size), len(split)
+
+
+def _mlflow_run(trainer) -> dict | None:
+    """The MLflow run of logger=mlflow, so that `register` can file the model's artifacts with it."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, MLFlowLogger):
+            return {"run_id": logger.run_id, "experiment_id": logger.experiment_id}
+    return None
 
 
 def _number(value) -> float | None:

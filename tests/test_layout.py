@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT
 
 PACKAGE = ROOT / "mnist_lightning"
-VERBS = {"train", "evaluate", "predict", "summarize", "serve", "export"}
+VERBS = {"train", "evaluate", "predict", "summarize", "serve", "export", "register"}
 # what each subpackage may import from the package (besides itself): a layer only builds on those below it
 ALLOWED = {
     "serving": {"inference", "models", "data", "runs", "errors"},

@@ -203,9 +203,15 @@ TINY = [
 ]
 
 
-def test_outputs_root_moves_runs_resume_and_lookups_together(tmp_path, mnist_dir):
-    elsewhere = tmp_path / "elsewhere"
-    root = f"paths.outputs_root={elsewhere}"
+def test_outputs_root_moves_runs_resume_and_lookups_together_even_with_spaces_commas_and_quotes(tmp_path, mnist_dir):
+    """One setting moves every folder; a path needing quotes in Hydra's grammar survives the resume's overrides."""
+    from hydra import compose, initialize_config_module
+
+    from mnist_lightning.cli.overrides import assign
+    from mnist_lightning.runs.resolve import resolve_model
+
+    elsewhere = tmp_path / "my runs, 'v1'"
+    root = assign("paths.outputs_root", elsewhere)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     result = run_cli("mnist_lightning.train", *TINY, root, cwd=cwd, data_dir=mnist_dir, timeout=300)
@@ -222,11 +228,14 @@ def test_outputs_root_moves_runs_resume_and_lookups_together(tmp_path, mnist_dir
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [p.parent for p in elsewhere.glob("*/*/.hydra")] == [run_dir] and not (cwd / "outputs").exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 3 and len(metrics["resumes"]) == 1
-    evaluated = run_cli("mnist_lightning.evaluate", "model_ref=latest", root, cwd=cwd, data_dir=mnist_dir, timeout=300)
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert list((elsewhere / "evaluate").glob("*/*/metrics.json")) and not (cwd / "outputs").exists()
+    assert metrics["epochs"] == 3 and metrics["resumes"][0]["from"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert resolve_model(None, "latest", elsewhere).parent.parent == run_dir
+    for verb in ("evaluate", "predict", "serve", "export", "register"):  # their own folders move with it
+        with initialize_config_module("mnist_lightning.conf", version_base="1.3"):
+            cfg = compose(verb, overrides=[root], return_hydra_config=True)
+        assert cfg.hydra.run.dir.startswith(f"{elsewhere}/{verb}/"), verb
 
 
 def test_no_test_split_and_checkpoints_outside_the_run_folder(tmp_path, mnist_dir):
@@ -247,21 +256,6 @@ def test_no_test_split_and_checkpoints_outside_the_run_folder(tmp_path, mnist_di
     assert metrics["state"] == "finished" and metrics["test/acc"] is None and metrics["test/loss"] is None
     assert Path(metrics["best_checkpoint"]).parent == elsewhere.resolve()
     assert Path(metrics["best_checkpoint"]).is_file()
-
-
-def test_paths_with_spaces_commas_and_quotes_survive_a_resume(tmp_path, mnist_dir):
-    cwd = tmp_path / "my runs, 'v1'"
-    cwd.mkdir()
-    result = run_cli("mnist_lightning.train", *TINY, cwd=cwd, data_dir=mnist_dir, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = run_dirs(cwd)
-    resumed = run_cli(
-        "mnist_lightning.train", "ckpt_path=last", "trainer.max_epochs=3", cwd=cwd, data_dir=mnist_dir, timeout=300
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert run_dirs(cwd) == [run_dir]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 3 and metrics["resumes"][0]["from"] == str(run_dir / "checkpoints" / "last.ckpt")
 
 
 def test_a_crash_that_is_not_a_setting_records_the_failure(tmp_path, mnist_dir):

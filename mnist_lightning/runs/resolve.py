@@ -1,7 +1,7 @@
 """Which checkpoint a command uses: the one resolver behind `ckpt_path=` and `model_ref=`.
 
-Training resumes from `ckpt_path=FILE|last`; evaluate, predict (and later serve and export) use
-`ckpt_path=FILE` or `model_ref=best|latest`.
+Training resumes from `ckpt_path=FILE|last`; evaluate, predict, serve, export and register use
+`ckpt_path=FILE` or `model_ref=best|latest|registry:NAME@ALIAS|registry:NAME/VERSION`.
 """
 
 from __future__ import annotations
@@ -50,15 +50,23 @@ def resolve_model(ckpt_path: str | None, model_ref: str, outputs_root: str | Pat
 
     `best`: the highest val/acc_best among finished runs validated on the whole split (debug runs and runs
     with limited validation are not comparable); `latest`: the most recently updated run with a usable
-    checkpoint. Runs whose checkpoint is missing, empty or half-written are skipped.
+    checkpoint; `registry:NAME@ALIAS` or `registry:NAME/VERSION`: a version of the model registry, copied
+    locally. Runs whose checkpoint is missing, empty or half-written are skipped.
     """
     if ckpt_path:
         path = Path(ckpt_path)
         if not layout.usable(path):
             raise UserError(f"ckpt_path={ckpt_path}: no such checkpoint file")
         return path
+    if str(model_ref).startswith("registry:"):
+        from mnist_lightning.runs import registry
+
+        return registry.resolve(model_ref, outputs_root)
     if model_ref not in ("best", "latest"):
-        raise UserError(f"model_ref={model_ref}: use best, latest, or give ckpt_path=FILE")
+        raise UserError(
+            f"model_ref={model_ref}: use best, latest, registry:NAME@ALIAS or registry:NAME/VERSION, "
+            f"or give ckpt_path=FILE"
+        )
     candidates = [run for run in layout.training_runs(outputs_root) if run.best_checkpoint]
     if not candidates:
         raise UserError(f"No trained model under {outputs_root}: run `make train` first (or give ckpt_path=FILE).")

@@ -1,0 +1,117 @@
+"""Register a trained model in MLflow's registry: `python -m mnist_lightning.register` (`make register`).
+
+Files the chosen checkpoint, with its export (ONNX, .pt2 and model.json, made now if missing) and the run's
+config, as a version of a registered model (default `mnist-cnn`), tagged with its metrics, data md5s and sha256,
+and points an alias at it (`champion` by default). The same checkpoint is never filed twice: registering it
+again only moves the alias, which is how a challenger is promoted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_lightning.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def register(cfg: DictConfig) -> dict:
+    from mnist_lightning.models.checkpoint import read
+    from mnist_lightning.runs import layout, lineage, registry
+    from mnist_lightning.runs.resolve import resolve_model
+
+    registry.client(cfg.paths.outputs_root)  # fails first, in one line, without the mlflow extra
+    checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root).resolve()
+    net = dict(read(checkpoint)["hyper_parameters"]["net"])
+    name = cfg.name or f"mnist-{net['arch']}"
+    in_run = checkpoint.parent.name == layout.CHECKPOINT_DIR
+    run_dir = checkpoint.parent.parent if in_run else None
+    metrics = (layout.read_metrics(run_dir) or {}) if run_dir else {}
+    export_dir = exported(cfg, checkpoint) if cfg.export else None
+    tags = {
+        "model_version": lineage.model_version(checkpoint),
+        "network": json.dumps(net),
+        "checkpoint": str(checkpoint),
+        "run_dir": str(run_dir) if run_dir else "",
+        "data_md5": json.dumps(metrics.get("data_md5") or {}),
+        "config": (run_dir / ".hydra" / "config.yaml").read_text() if run_dir and (run_dir / ".hydra").is_dir() else "",
+        "overrides": json.dumps(layout.read_overrides(run_dir)) if run_dir else "[]",
+    }
+    for key in ("val/acc_best", "test/acc", "test/loss", "epochs", "global_step"):
+        if metrics.get(key) is not None:
+            tags[f"metric.{key}"] = str(metrics[key])
+    result = registry.register(
+        checkpoint,
+        name,
+        cfg.alias,
+        cfg.paths.outputs_root,
+        export_dir,
+        tags,
+        run_dir,
+        (metrics.get("mlflow") or {}).get("run_id"),
+    )
+    what = "registered as new version" if result["created"] else "already registered as version"
+    log.info(
+        "\nSummary\n  model version   %s (%s)\n  registry        %s %s %d, alias %s -> v%d\n  store           %s\n"
+        "  use it with     model_ref=registry:%s@%s",
+        result["model_version"],
+        checkpoint,
+        name,
+        what,
+        result["version"],
+        cfg.alias,
+        result["version"],
+        registry.tracking_uri(cfg.paths.outputs_root),
+        name,
+        cfg.alias,
+    )
+    return result
+
+
+def exported(cfg: DictConfig, checkpoint: Path) -> Path | None:
+    """The checkpoint's export folder, made now unless it holds this checkpoint's export with the drift reference;
+    None without the export extra."""
+    from mnist_lightning.inference import artifacts
+    from mnist_lightning.runs.lineage import sha256sum
+
+    try:
+        artifacts.require_export_extra()
+    except UserError as exc:
+        log.warning("Registering the weights only: %s", exc)
+        return None
+    folder = artifacts.default_dir(checkpoint)
+    try:
+        meta = artifacts.read_meta(folder)
+        if meta.get("checkpoint_sha256") == sha256sum(checkpoint) and "reference" in meta:
+            return folder
+    except UserError:
+        pass  # none yet, or unreadable: made again
+    # an export of another checkpoint, or one made before model.json held the drift reference, is made again
+    from mnist_lightning.cli.build import build
+    from mnist_lightning.models.checkpoint import load_network
+
+    datamodule = build(cfg.data, "data")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    log.info("Exporting %s into %s first", checkpoint, folder)
+    artifacts.export_with(datamodule, load_network(checkpoint), checkpoint, folder)
+    return folder
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="register")
+def main(cfg: DictConfig) -> None:
+    try:
+        register(cfg)
+    except UserError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

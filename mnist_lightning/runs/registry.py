@@ -1,0 +1,213 @@
+"""The model registry: MLflow's, with a SQLite store under outputs/ that works offline on one machine.
+
+`register` files a checkpoint (and its export) as a version of a registered model, tagged with its sha256 so the
+same checkpoint is never filed twice, and points an alias (champion, challenger) at it. `resolve` turns
+`registry:NAME@ALIAS` or `registry:NAME/VERSION` into a local copy of that version's checkpoint, which every
+command then loads like any other. MLFLOW_TRACKING_URI points everything at another store or server instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mnist_lightning.errors import UserError
+from mnist_lightning.runs import lineage
+
+PREFIX = "registry:"
+# a version's files in its run's artifacts, model/<version id>/: checkpoint.ckpt, export/, config.yaml (a run can
+# file several checkpoints, e.g. its best and an earlier one)
+ARTIFACT_PATH = "model"
+CHECKPOINT_NAME = "checkpoint.ckpt"
+EXPERIMENT = "mnist"
+TAG_VALUE_LIMIT = 5000  # MLflow's limit on a tag's length
+
+
+def tracking_uri(outputs_root: str | Path) -> str:
+    """MLFLOW_TRACKING_URI, else the SQLite store `<outputs_root>/mlflow.db`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(outputs_root).resolve()}/mlflow.db"
+
+
+def artifact_location(outputs_root: str | Path) -> str:
+    return str(Path(outputs_root).resolve() / "mlartifacts")
+
+
+def client(outputs_root: str | Path):
+    """An MlflowClient on the project's store; one line saying what to install when MLflow is missing."""
+    try:
+        import mlflow
+    except ImportError as exc:
+        raise UserError(
+            "the model registry needs the mlflow extra: pip install 'mnist-lightning[mlflow]' "
+            "(in a checkout: pip install -e '.[mlflow]')"
+        ) from exc
+    for name in ("mlflow", "alembic"):  # their INFO lines (creating tables, migrations) are not the user's business
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = tracking_uri(outputs_root)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def parse(reference: str) -> tuple[str, str | None, str | None]:
+    """`registry:NAME@ALIAS` -> (NAME, ALIAS, None); `registry:NAME/VERSION` -> (NAME, None, VERSION)."""
+    body = reference.removeprefix(PREFIX)
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        if name and alias:
+            return name, alias, None
+    elif "/" in body:
+        name, version = body.rsplit("/", 1)
+        if name and version.isdigit():
+            return name, None, version
+    raise UserError(
+        f"model_ref={reference}: a registry reference is registry:NAME@ALIAS (registry:mnist-cnn@champion) "
+        f"or registry:NAME/VERSION (registry:mnist-cnn/3)"
+    )
+
+
+def find_version(reference: str, outputs_root: str | Path):
+    """The MLflow ModelVersion a reference names; one clear line for an unknown model, alias or version."""
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse(reference)
+    mlflow_client = client(outputs_root)
+    try:
+        model = mlflow_client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in mlflow_client.search_registered_models())
+        known = f"registered models: {', '.join(names)}" if names else "nothing is registered yet"
+        raise UserError(
+            f"model_ref={reference}: no registered model {name!r} in {tracking_uri(outputs_root)} "
+            f"({known}); register one with python -m mnist_lightning.register"
+        ) from None
+    try:
+        return (
+            mlflow_client.get_model_version_by_alias(name, alias)
+            if alias
+            else mlflow_client.get_model_version(name, version)
+        )
+    except MlflowException:
+        if alias:
+            aliases = ", ".join(f"{a}=v{v}" for a, v in sorted((model.aliases or {}).items())) or "none"
+            raise UserError(
+                f"model_ref={reference}: {name} has no alias {alias!r} (aliases: {aliases}); set one with "
+                f"python -m mnist_lightning.register alias={alias}"
+            ) from None
+        versions = sorted(int(v.version) for v in mlflow_client.search_model_versions(f"name='{name}'"))
+        raise UserError(
+            f"model_ref={reference}: {name} has no version {version} (versions: "
+            f"{', '.join(map(str, versions)) or 'none'})"
+        ) from None
+
+
+def resolve(reference: str, outputs_root: str | Path) -> Path:
+    """A local copy of the checkpoint a registry reference names, kept in `<outputs_root>/registry/NAME/vN/`
+    (with the version's export beside it) and downloaded again only when missing or different."""
+    import mlflow
+
+    found = find_version(reference, outputs_root)
+    local = Path(outputs_root) / "registry" / found.name / f"v{found.version}"
+    checkpoint = local / CHECKPOINT_NAME
+    expected = (found.tags or {}).get("checkpoint_sha256")
+    if checkpoint.is_file() and lineage.sha256sum(checkpoint) == expected:
+        return checkpoint
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=local.parent, prefix=".download-") as scratch:  # never a half copy
+        downloaded = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=found.source, dst_path=scratch, tracking_uri=tracking_uri(outputs_root)
+            )
+        )
+        if lineage.sha256sum(downloaded / CHECKPOINT_NAME) != expected:
+            raise UserError(
+                f"model_ref={reference}: the registered checkpoint does not match its sha256 tag; "
+                f"the artifact store ({found.source}) was changed by hand"
+            )
+        shutil.rmtree(local, ignore_errors=True)
+        downloaded.rename(local)
+    return checkpoint
+
+
+def register(
+    checkpoint: Path,
+    name: str,
+    alias: str,
+    outputs_root: str | Path,
+    export_dir: Path | None,
+    tags: dict[str, str],
+    run_dir: Path | None = None,
+    mlflow_run_id: str | None = None,
+) -> dict:
+    """File `checkpoint` as a new version of `name` (unless a version with its sha256 exists), point `alias` at it.
+
+    The version's artifacts are the checkpoint, its export (when given) and the run's config; they go to the
+    training run's MLflow run when it was logged to this store, else to a new run of the `mnist` experiment.
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(outputs_root)
+    sha256 = lineage.sha256sum(checkpoint)
+    try:
+        mlflow_client.get_registered_model(name)
+    except MlflowException:
+        mlflow_client.create_registered_model(name, description="MNIST digit classifiers trained by mnist_lightning")
+    existing = mlflow_client.search_model_versions(f"name='{name}' and tag.checkpoint_sha256='{sha256}'")
+    created = not existing
+    if existing:
+        version = existing[0]
+    else:
+        run_id = _run_for(mlflow_client, outputs_root, mlflow_run_id, tags)
+        with tempfile.TemporaryDirectory() as scratch:
+            stage = Path(scratch)
+            shutil.copy2(checkpoint, stage / CHECKPOINT_NAME)
+            if export_dir is not None:
+                shutil.copytree(export_dir, stage / "export")
+            if run_dir is not None and (run_dir / ".hydra" / "config.yaml").is_file():
+                shutil.copy2(run_dir / ".hydra" / "config.yaml", stage / "config.yaml")
+            folder = f"{ARTIFACT_PATH}/{sha256[:12]}"
+            mlflow_client.log_artifacts(run_id, str(stage), artifact_path=folder)
+        source = f"{mlflow_client.get_run(run_id).info.artifact_uri}/{folder}"
+        version_tags = {k: str(v)[:TAG_VALUE_LIMIT] for k, v in tags.items()} | {"checkpoint_sha256": sha256}
+        version = mlflow_client.create_model_version(name, source, run_id=run_id, tags=version_tags)
+    mlflow_client.set_registered_model_alias(name, alias, version.version)
+    return {
+        "name": name,
+        "version": int(version.version),
+        "created": created,
+        "alias": alias,
+        "model_version": sha256[:12],
+        "source": version.source,
+    }
+
+
+def _run_for(mlflow_client, outputs_root, mlflow_run_id: str | None, tags: dict[str, str]) -> str:
+    """The training run's MLflow run when it is in this store, else a new run carrying the metrics and tags."""
+    from mlflow.exceptions import MlflowException
+
+    if mlflow_run_id:
+        try:
+            return mlflow_client.get_run(mlflow_run_id).info.run_id
+        except MlflowException:
+            pass
+    experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else mlflow_client.create_experiment(EXPERIMENT, artifact_location=artifact_location(outputs_root))
+    )
+    run = mlflow_client.create_run(experiment_id, run_name=f"register {tags.get('model_version', '')}".strip())
+    for key, value in tags.items():
+        if key.startswith("metric."):
+            try:
+                mlflow_client.log_metric(run.info.run_id, key.removeprefix("metric."), float(value))
+            except (TypeError, ValueError):
+                pass
+        else:
+            mlflow_client.set_tag(run.info.run_id, key, str(value)[:TAG_VALUE_LIMIT])
+    mlflow_client.set_terminated(run.info.run_id)
+    return run.info.run_id
