@@ -30,9 +30,9 @@ def export(cfg: DictConfig) -> dict:
     network = load_network(checkpoint)
     datamodule = build(cfg.data, "data")
     datamodule.prepare_data()
-    datamodule.setup("test")
+    datamodule.setup("fit")  # the test split to verify on, training and validation splits for the drift reference
     log.info("Exporting %s into %s", checkpoint, out_dir)
-    meta = artifacts.export(network, checkpoint, out_dir, datamodule.test_set.images, datamodule.test_set.labels)
+    meta = artifacts.export_with(datamodule, network, checkpoint, out_dir)
     check = meta["verification"]
     log.info(
         "\nSummary\n  model version   %s\n  written to      %s\n  files           %s, %s, %s (ONNX opset %d)\n"

@@ -11,6 +11,7 @@ import errno
 import logging
 import socket
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -35,20 +36,50 @@ def serve(cfg: DictConfig) -> None:
     from mnist_lightning.serving.model import ServedModel
 
     check_port_free(cfg.host, cfg.port)
-    checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
-    model = ServedModel.load(
-        checkpoint, device=str(pick_device(cfg.device)), runtime=cfg.runtime, export_dir=cfg.export_dir
-    )
+    watch = cfg.monitoring
+    if int(watch.window) < 1 or int(watch.min_samples) < 1:
+        raise UserError(
+            f"monitoring.window={watch.window}, monitoring.min_samples={watch.min_samples}: both must be at least 1"
+        )
+    if not 0 < float(watch.warn) <= float(watch.alert):
+        raise UserError(
+            f"monitoring.warn={watch.warn}, monitoring.alert={watch.alert}: need 0 < warn <= alert "
+            f"(the usual PSI thresholds are 0.1 and 0.25)"
+        )
+    if cfg.ab.candidate and not 0 < float(cfg.ab.fraction) < 1:
+        raise UserError(f"ab.fraction={cfg.ab.fraction}: the candidate's share must be between 0 and 1")
+    root, device = cfg.paths.outputs_root, str(pick_device(cfg.device))
+    checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, root)
+    model = ServedModel.load(checkpoint, device=device, runtime=cfg.runtime, export_dir=cfg.export_dir)
+    candidate = None
+    if cfg.ab.candidate:
+        reference = str(cfg.ab.candidate)
+        is_file = reference.endswith(".ckpt") or Path(reference).is_file()
+        candidate_checkpoint = resolve_model(reference if is_file else None, "best" if is_file else reference, root)
+        candidate = ServedModel.load(candidate_checkpoint, device=device, runtime=cfg.runtime)
+        if candidate.version == model.version:
+            raise UserError(f"ab.candidate={reference}: that is the main model itself ({model.version}); give another")
     settings = ServeSettings(
         max_body_bytes=int(cfg.limits.max_body_bytes),
         max_batch=int(cfg.limits.max_batch),
         max_pixels=int(cfg.limits.max_pixels),
+        ab_fraction=float(cfg.ab.fraction),
+        drift_window=int(cfg.monitoring.window),
+        drift_warn=float(cfg.monitoring.warn),
+        drift_alert=float(cfg.monitoring.alert),
+        drift_min_samples=int(cfg.monitoring.min_samples),
     )
-    app = create_app(model, settings)
+    app = create_app(model, settings, candidate)
     shown_host = "localhost" if cfg.host in ("127.0.0.1", "0.0.0.0") else cfg.host
     url = f"http://{shown_host}:{cfg.port}{cfg.root_path}/"
     log.info("Serving %s (model %s, %s) on %s:%s", checkpoint, model.version, model.runtime, cfg.host, cfg.port)
     print(f"Drawing page: {url}   API: {url}docs   model: {model.version} ({checkpoint})", flush=True)
+    if candidate is not None:
+        print(
+            f"A/B: {float(cfg.ab.fraction):.0%} of clients get candidate {candidate.version} "
+            f"({candidate.checkpoint}); GET {url}ab compares them",
+            flush=True,
+        )
     # uvicorn's own handlers stay off (log_config=None): its lines go through Hydra's, to stderr and serve.log
     uvicorn.run(
         app,

@@ -54,6 +54,17 @@ def mnist_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def exported(trained, mnist_dir):
+    """(project folder, checkpoint, export folder, CompletedProcess) of `python -m mnist_lightning.export` on the
+    shared trained run's epoch-1 checkpoint: its export/ holds model.onnx, model.pt2 and model.json."""
+    cwd, run_dir, _ = trained
+    checkpoint = next((run_dir / "checkpoints").glob("epoch_01-*.ckpt"))
+    result = run_cli("mnist_lightning.export", f"ckpt_path={checkpoint}", cwd=cwd, data_dir=mnist_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd, checkpoint, run_dir / "export", result
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     path.write_bytes(header + array.astype(np.uint8).tobytes())

@@ -27,15 +27,6 @@ from mnist_lightning.runs import lineage
 pytestmark = pytest.mark.slow  # exports the shared trained model once, then runs it
 
 
-@pytest.fixture(scope="module")
-def exported(trained, mnist_dir):
-    cwd, run_dir, _ = trained
-    checkpoint = next((run_dir / "checkpoints").glob("epoch_01-*.ckpt"))
-    result = run_cli("mnist_lightning.export", f"ckpt_path={checkpoint}", cwd=cwd, data_dir=mnist_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return cwd, checkpoint, run_dir / "export", result
-
-
 def test_the_export_folder_holds_the_three_files_described(exported):
     _, checkpoint, folder, result = exported
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.onnx", "model.pt2"]  # no .data file

@@ -88,7 +88,7 @@ def test_health_model_docs_and_metrics(server):
     assert httpx.get(f"{server.url}/docs").status_code == 200
     metrics = httpx.get(f"{server.url}/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert f'mnist_model_info{{model_version="{version}",network="cnn"}} 1.0' in metrics.text
+    assert f'mnist_model_info{{model_version="{version}",network="cnn",role="main"}} 1.0' in metrics.text
     assert 'mnist_http_request_duration_seconds_bucket{le="0.005",route="/predict"}' in metrics.text
     assert re.search(r'mnist_predictions_total\{digit="1",model_version="\w+"\} \d', metrics.text)
 

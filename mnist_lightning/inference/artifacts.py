@@ -51,9 +51,15 @@ def require_export_extra() -> None:
         )
 
 
-def export(network, checkpoint: Path, out_dir: Path, test_images, test_labels) -> dict:
+def export(
+    network, checkpoint: Path, out_dir: Path, test_images, test_labels, train_images=None, val_images=None
+) -> dict:
     """Write model.onnx, model.pt2 and model.json for `network` (from `checkpoint`) into `out_dir`, after checking
-    on the test images that both give PyTorch's predictions. Raises ExportMismatch and writes nothing otherwise."""
+    on the test images that both give PyTorch's predictions. Raises ExportMismatch and writes nothing otherwise.
+
+    With training and validation images, model.json also gets the reference statistics a service watches for
+    drift: the inputs' (from a sample of training digits) and the model's answers (on the validation split).
+    """
     import torch
 
     require_export_extra()
@@ -68,10 +74,26 @@ def export(network, checkpoint: Path, out_dir: Path, test_images, test_labels) -
         torch.export.save(program, scratch / PT2_FILE)
         verification = verify(network, scratch, test_images, test_labels)
         meta = describe(network, checkpoint, opset, verification, scratch)
+        if train_images is not None and val_images is not None:
+            meta["reference"] = reference_statistics(network, train_images, val_images)
         atomic.write_text(scratch / META_FILE, json.dumps(meta, indent=2) + "\n")
         for name in (ONNX_FILE, PT2_FILE, META_FILE):  # model.json last: it vouches for the two files
             shutil.move(scratch / name, out_dir / name)
     return meta
+
+
+def export_with(datamodule, network, checkpoint: Path, out_dir: Path) -> dict:
+    """export() on a datamodule set up for "fit": its test split to verify on, its training and validation
+    splits for the drift reference."""
+    return export(
+        network,
+        checkpoint,
+        out_dir,
+        datamodule.test_set.images,
+        datamodule.test_set.labels,
+        datamodule.train_set.images,
+        datamodule.val_set.images,
+    )
 
 
 def _export_onnx(network, example, batch, path: Path) -> int:
@@ -144,6 +166,34 @@ def verify(network, folder: Path, images, labels, batch_size: int = 64) -> dict:
             f"({'; '.join(bad)}; tolerance {TOLERANCE}); nothing was written"
         )
     return figures
+
+
+REFERENCE_SAMPLE = 5000  # training digits for the input reference, validation digits for the answers
+
+
+def reference_statistics(network, train_images, val_images) -> dict:
+    """Input statistics of training digits and the model's answers on validation digits, each prepared as a
+    served image is (the same crop, scale and centring), so that a service compares like with like."""
+    import torch
+    from PIL import Image
+
+    from mnist_lightning.inference import preprocess, runtime, statistics
+
+    def prepared(images) -> list:
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:REFERENCE_SAMPLE]
+        digits = [preprocess.prepare(Image.fromarray(images[i].numpy())).digit for i in pick.tolist()]
+        return [d for d in digits if d is not None]
+
+    answered = prepared(val_images)
+    probs = torch.cat([runtime.probabilities(network, answered[i : i + 256]) for i in range(0, len(answered), 256)])
+    probs = probs.float().numpy()
+    result = statistics.reference(prepared(train_images), probs.argmax(1), probs.max(1))
+    return {
+        "statistics": result,
+        "inputs": f"{min(len(train_images), REFERENCE_SAMPLE):,} training digits (random, seed 0), prepared as served",
+        "outputs": f"{len(answered):,} validation digits (random, seed 0), prepared as served",
+        "bins": statistics.BINS,
+    }
 
 
 def describe(network, checkpoint: Path, opset: int, verification: dict, folder: Path) -> dict:

@@ -11,7 +11,10 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 
 class ServiceMetrics:
-    def __init__(self, model_version: str, network: str) -> None:
+    """The service's Prometheus metrics. Per model version: answers, their latency, predictions per class, the
+    drift PSIs; the `mnist_model_info` gauge names each served version and its role (main or candidate)."""
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "mnist_http_requests", "HTTP requests by route and status code", ["route", "status"], registry=self.registry
@@ -23,21 +26,48 @@ class ServiceMetrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self.answers = Counter(
+            "mnist_model_answers", "Images answered, by model version", ["model_version"], registry=self.registry
+        )
+        self.model_latency = Histogram(
+            "mnist_model_duration_seconds",
+            "Time to preprocess and classify one request's images, by model version",
+            ["model_version"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
         self.predictions = Counter(
             "mnist_predictions",
-            "Digits predicted, by predicted class",
+            "Digits predicted, by predicted class and model version",
             ["digit", "model_version"],
             registry=self.registry,
         )
         self.model = Gauge(
-            "mnist_model_info", "The model being served (value 1)", ["model_version", "network"], registry=self.registry
+            "mnist_model_info",
+            "A model being served (value 1), by version, network and role",
+            ["model_version", "network", "role"],
+            registry=self.registry,
         )
-        self.model.labels(model_version=model_version, network=network).set(1)
-        self.model_version = model_version
+        self.drift = Gauge(
+            "mnist_drift_psi",
+            "Population Stability Index of the last requests against the model's reference, by statistic",
+            ["model_version", "statistic"],
+            registry=self.registry,
+        )
 
-    def observe_prediction(self, digit: int | None) -> None:
-        if digit is not None:
-            self.predictions.labels(digit=str(digit), model_version=self.model_version).inc()
+    def serving(self, model_version: str, network: str, role: str) -> None:
+        self.model.labels(model_version=model_version, network=network, role=role).set(1)
+
+    def observe_answers(self, model_version: str, predictions: list[int | None], seconds: float) -> None:
+        self.answers.labels(model_version=model_version).inc(len(predictions))
+        self.model_latency.labels(model_version=model_version).observe(seconds)
+        for digit in predictions:
+            if digit is not None:
+                self.predictions.labels(digit=str(digit), model_version=model_version).inc()
+
+    def observe_drift(self, model_version: str, psi: dict[str, float]) -> None:
+        for statistic, value in psi.items():
+            self.drift.labels(model_version=model_version, statistic=statistic).set(value)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

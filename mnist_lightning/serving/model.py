@@ -1,5 +1,5 @@
-"""The model a service answers with: the network, its version id and where it came from, and one call that turns
-decoded images into predictions, the same way `predict` does."""
+"""The model a service answers with: its classifier, version id, origin and drift reference, and one call that
+turns decoded images into predictions, the same way `predict` does."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from mnist_lightning.inference import preprocess
+from mnist_lightning.errors import UserError
+from mnist_lightning.inference import artifacts, preprocess
 from mnist_lightning.inference.classifiers import load_classifier
 from mnist_lightning.models import checkpoint as checkpoints
 from mnist_lightning.runs import layout, lineage
@@ -22,6 +23,7 @@ class ServedModel:
     run_dir: Path | None
     net: dict
     metrics: dict = field(default_factory=dict)
+    reference: dict | None = None  # the drift reference of its export's model.json, when there is one
 
     @property
     def runtime(self) -> str:
@@ -32,48 +34,50 @@ class ServedModel:
         cls, checkpoint: str | Path, device: str = "cpu", runtime: str = "torch", export_dir: str | Path | None = None
     ) -> ServedModel:
         """The model of a training checkpoint, run by `runtime` (torch, or onnx: its export in ONNX Runtime), with
-        the run's metrics.json when it has one."""
+        the run's metrics.json and the export's drift reference when they exist."""
         checkpoint = Path(checkpoint).resolve()
         net = dict(checkpoints.read(checkpoint)["hyper_parameters"]["net"])
         in_run = checkpoint.parent.name == layout.CHECKPOINT_DIR
         run_dir = checkpoint.parent.parent if in_run else None
+        sha256 = lineage.sha256sum(checkpoint)
+        folder = Path(export_dir) if export_dir else artifacts.default_dir(checkpoint)
+        try:
+            meta = artifacts.read_meta(folder)
+        except UserError:
+            meta = {}
         return cls(
             classifier=load_classifier(checkpoint, runtime, export_dir, device),
-            version=lineage.model_version(checkpoint),
+            version=sha256[:12],
             checkpoint=checkpoint,
             run_dir=run_dir,
             net=net,
             metrics=(layout.read_metrics(run_dir) or {}) if run_dir else {},
+            reference=(meta.get("reference") or {}).get("statistics")
+            if meta.get("checkpoint_sha256") == sha256
+            else None,
         )
 
-    def classify(self, images: list[Image.Image]) -> list[dict]:
-        """One result per decoded image: prediction, confidence, probabilities and inversion, or prediction None
-        and the reason when no digit was found. Safe to call from several threads at once (eval mode, no state)."""
+    def classify(self, images: list[Image.Image]) -> list[tuple[dict, object]]:
+        """(result, prepared digit or None) per decoded image. A result holds prediction, confidence,
+        probabilities and inversion, or prediction None and the reason when no digit was found. Safe to call from
+        several threads at once (eval mode, no state)."""
         prepared = [preprocess.prepare(image) for image in images]
         digits = [ready.digit for ready in prepared if ready.digit is not None]
         probabilities = iter(self.classifier.probabilities(digits) if digits else [])
-        results = []
+        answers = []
         for ready in prepared:
             if ready.digit is None:
-                results.append(
-                    {
-                        "prediction": None,
-                        "confidence": None,
-                        "probabilities": None,
-                        "inverted": ready.inverted,
-                        "reason": ready.note,
-                    }
-                )
+                empty = {"prediction": None, "confidence": None, "probabilities": None}
+                answers.append(({**empty, "inverted": ready.inverted, "reason": ready.note}, None))
                 continue
             probs = next(probabilities)
             digit = int(probs.argmax())
-            results.append(
-                {
-                    "prediction": digit,
-                    "confidence": round(float(probs[digit]), 6),
-                    "probabilities": [round(float(p), 6) for p in probs],
-                    "inverted": ready.inverted,
-                    "reason": None,
-                }
-            )
-        return results
+            result = {
+                "prediction": digit,
+                "confidence": round(float(probs[digit]), 6),
+                "probabilities": [round(float(p), 6) for p in probs],
+                "inverted": ready.inverted,
+                "reason": None,
+            }
+            answers.append((result, ready.digit))
+        return answers

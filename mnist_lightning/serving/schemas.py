@@ -16,6 +16,7 @@ class Prediction(BaseModel):
     inverted: bool = Field(description="dark ink on a light background was inverted to MNIST's light on dark")
     reason: str | None = Field(None, description="why there is no prediction (a blank image)")
     model_version: str = Field(description="the answering model's id: a prefix of its checkpoint's sha256")
+    request_id: str = Field(description="names this answer for POST /feedback")
 
 
 class BatchItem(BaseModel):
@@ -27,6 +28,7 @@ class BatchItem(BaseModel):
     reason: str | None = Field(None, description="why there is no prediction (a blank image)")
     error: str | None = Field(None, description="why this file could not be read; the other files are answered")
     status: int = Field(description="the status this file alone would have got: 200, 400 or 413")
+    request_id: str | None = Field(None, description="names this answer for POST /feedback")
 
 
 class BatchPrediction(BaseModel):
@@ -51,3 +53,46 @@ class ModelInfo(BaseModel):
 
 class ErrorDetail(BaseModel):
     detail: str = Field(description="what is wrong with the request and how to send it right")
+
+
+class Feedback(BaseModel):
+    request_id: str = Field(description="the request_id of an answer")
+    label: int = Field(description="the digit the image really shows", ge=0, le=9)
+
+
+class FeedbackRecorded(BaseModel):
+    model_version: str
+    prediction: int | None
+    label: int
+    correct: bool
+
+
+class VersionTally(BaseModel):
+    role: Literal["main", "candidate"]
+    requests: int = Field(description="images this version answered")
+    mean_confidence: float | None
+    feedback: int = Field(description="answers whose true label was sent to /feedback")
+    accuracy: float | None = Field(description="the share of those it got right")
+
+
+class ABReport(BaseModel):
+    fraction: float = Field(description="the share of clients sent to the candidate")
+    main: str
+    candidate: str | None
+    versions: dict[str, VersionTally]
+
+
+class DriftReport(BaseModel):
+    model_version: str
+    role: Literal["main", "candidate"]
+    samples: int = Field(description="observations in the window")
+    status: Literal["ok", "warn", "alert", "collecting", "no reference"]
+    psi: dict[str, float] = Field(description="Population Stability Index of each statistic against the reference")
+
+
+class Monitoring(BaseModel):
+    window: int = Field(description="the last requests the statistics are computed over")
+    min_samples: int = Field(description="observations a model needs in its window before it gets a status")
+    thresholds: dict[str, float] = Field(description="PSI from `warn` on is a warning, from `alert` on an alert")
+    status: str = Field(description="the main model's status")
+    models: list[DriftReport]

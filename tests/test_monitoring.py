@@ -1,0 +1,168 @@
+"""A/B serving and drift monitoring, on a real server: the exported model as main, another checkpoint as candidate."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import renderings
+from conftest import start_server, stop_server
+from mnist_lightning.data.files import load_split
+from mnist_lightning.inference import statistics
+from mnist_lightning.serving.ab import hashed_share
+
+pytestmark = pytest.mark.slow  # a server with two models
+
+FRACTION = 0.2
+
+
+@pytest.fixture(scope="module")
+def server(exported, mnist_dir, tmp_path_factory):
+    _, checkpoint, _, _ = exported
+    candidate = next(checkpoint.parent.glob("epoch_00-*.ckpt"))  # the same run one epoch earlier: other weights
+    handle = start_server(
+        tmp_path_factory.mktemp("ab"),
+        mnist_dir,
+        f"ckpt_path={checkpoint}",
+        f"ab.candidate={candidate}",
+        f"ab.fraction={FRACTION}",
+    )
+    handle.main, handle.candidate = (httpx.get(f"{handle.url}/ab").json()[k] for k in ("main", "candidate"))
+    yield handle
+    stop_server(handle)
+
+
+@pytest.fixture(scope="module")
+def test_split(mnist_dir):
+    images, labels = load_split(mnist_dir, train=False)
+    return images.numpy(), labels.numpy()
+
+
+def png(array: np.ndarray) -> bytes:
+    return renderings.encode(Image.fromarray(array.astype(np.uint8)), "PNG")
+
+
+def test_a_fifth_of_the_clients_meet_the_candidate_and_each_keeps_its_model(server, test_split):
+    images, _ = test_split
+    one = png(images[0])
+
+    def ask(clients: range) -> list[str]:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            return [
+                http.post("/predict", files={"file": ("d.png", one)}, headers={"X-Client-Id": f"client-{c}"}).json()[
+                    "model_version"
+                ]
+                for c in clients
+            ]
+
+    with ThreadPoolExecutor(8) as pool:
+        first = [v for part in pool.map(ask, [range(i, 1000, 8) for i in range(8)]) for v in part]
+    first = [first[(c % 8) * 125 + c // 8] for c in range(1000)]  # back in client order
+    assert set(first) == {server.main, server.candidate}
+    assert 0.15 <= first.count(server.candidate) / 1000 <= 0.25
+    again = ask(range(0, 1000, 50))  # the same ids: the same models, every time
+    assert again == first[::50]
+
+
+def test_feedback_gives_each_version_an_accuracy(server, test_split):
+    images, labels = test_split
+    before = httpx.get(f"{server.url}/ab").json()["versions"]
+    answers = [
+        httpx.post(
+            f"{server.url}/predict", files={"file": ("d.png", png(images[i]))}, headers={"X-Client-Id": f"feedback-{i}"}
+        ).json()
+        for i in range(40)
+    ]
+    for i, answer in enumerate(answers):
+        recorded = httpx.post(
+            f"{server.url}/feedback", json={"request_id": answer["request_id"], "label": int(labels[i])}
+        )
+        assert recorded.status_code == 200 and recorded.json()["correct"] == (answer["prediction"] == labels[i])
+    after = httpx.get(f"{server.url}/ab").json()["versions"]
+    for version in (server.main, server.candidate):
+        mine = [a for a in answers if a["model_version"] == version]
+        given = after[version]["feedback"] - before[version]["feedback"]
+        assert given == len(mine)
+        if mine:
+            assert after[version]["accuracy"] is not None and after[version]["mean_confidence"] > 0.5
+    assert after[server.main]["accuracy"] > 0.9
+    again = httpx.post(f"{server.url}/feedback", json={"request_id": answers[0]["request_id"], "label": 0})
+    assert again.status_code == 404 and "already given feedback" in again.json()["detail"]
+    bad = httpx.post(f"{server.url}/feedback", json={"request_id": "x", "label": 12})
+    assert bad.status_code == 422
+
+
+def main_client() -> str:
+    """A client id that the hash sends to the main model."""
+    return next(f"probe-{i}" for i in range(1000) if hashed_share(f"probe-{i}") >= FRACTION)
+
+
+def send(server, arrays: list[np.ndarray]) -> None:
+    """Every image to the main model, 50 to a request."""
+    for start in range(0, len(arrays), 50):
+        files = [("files", (f"{i}.png", png(a))) for i, a in enumerate(arrays[start : start + 50])]
+        response = httpx.post(f"{server.url}/predict/batch", files=files, headers={"X-Client-Id": main_client()})
+        assert response.status_code == 200
+
+
+def main_report(server) -> dict:
+    report = httpx.get(f"{server.url}/monitoring").json()
+    assert report["window"] == 500 and report["thresholds"] == {"warn": 0.1, "alert": 0.25}
+    (main,) = [m for m in report["models"] if m["role"] == "main"]
+    assert main["status"] == report["status"]
+    return main
+
+
+def scribbles(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    drawn = []
+    for _ in range(count):
+        image = Image.new("L", (28, 28), 0)
+        pen = ImageDraw.Draw(image)
+        for _ in range(int(rng.integers(2, 6))):
+            pen.line([tuple(rng.integers(0, 28, 2)), tuple(rng.integers(0, 28, 2))], fill=255, width=2)
+        drawn.append(np.asarray(image))
+    return drawn
+
+
+def test_drift_is_ok_for_held_out_digits_and_alerts_for_changed_inputs(server, test_split):
+    """Each stream is 500 images, the window's size: it replaces what the monitor saw before."""
+    images, labels = test_split
+    held_out = np.random.default_rng(0).permutation(len(images))[:500]  # from all over: the halves differ
+    send(server, list(images[held_out]))
+    held_out = main_report(server)
+    assert held_out["samples"] == 500 and held_out["status"] == "ok", held_out["psi"]
+    assert set(held_out["psi"]) == {*statistics.INPUT_STATISTICS, *statistics.OUTPUT_STATISTICS}
+
+    streams = {
+        "rotated by 90 degrees": [np.rot90(image) for image in images[2500:3000]],
+        "only ones": list(images[labels == 1][:500]),
+        "random scribbles": scribbles(500),
+    }
+    for what, stream in streams.items():
+        send(server, stream)
+        report = main_report(server)
+        assert report["status"] == "alert", (what, report["psi"])
+        assert max(report["psi"].values()) >= 0.25, what
+    metrics = httpx.get(f"{server.url}/metrics").text
+    gauge = re.search(
+        rf'mnist_drift_psi{{model_version="{server.main}",statistic="predicted_class"}} ([\d.e+-]+)', metrics
+    )
+    assert gauge and float(gauge.group(1)) > 0
+    assert f'mnist_model_answers_total{{model_version="{server.candidate}"}}' in metrics
+
+
+def test_thresholds_the_wrong_way_round_are_refused_before_any_model_loads(exported, mnist_dir, tmp_path):
+    _, checkpoint, _, _ = exported
+    handle = start_server(
+        tmp_path, mnist_dir, f"ckpt_path={checkpoint}", "monitoring.warn=0.3", "monitoring.alert=0.2", wait=False
+    )
+    assert handle.process.wait(120) == 2
+    log = handle.log()
+    assert "monitoring.warn=0.3, monitoring.alert=0.2: need 0 < warn <= alert" in log and "Traceback" not in log
+    assert "Serving" not in log

@@ -1,0 +1,94 @@
+"""The pieces of drift monitoring and A/B routing on their own: digit statistics, PSI, the rolling window, routing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mnist_lightning.inference import statistics
+from mnist_lightning.serving.ab import Experiment, hashed_share
+from mnist_lightning.serving.drift import MIN_SAMPLES, DriftMonitor
+
+
+def square(size: int, at: tuple[int, int] = (14, 14)) -> np.ndarray:
+    digit = np.zeros((28, 28), np.float32)
+    y, x = at
+    digit[y - size // 2 : y - size // 2 + size, x - size // 2 : x - size // 2 + size] = 1.0
+    return digit
+
+
+def test_digit_statistics_measure_ink_box_and_centre():
+    row = statistics.digit_statistics(square(6))
+    assert row["box_width"] == row["box_height"] == 6
+    assert row["ink_fraction"] == pytest.approx(36 / 784) and row["mean_ink"] == pytest.approx(36 / 784)
+    assert row["centre_offset"] == pytest.approx(0.5 * 2**0.5)  # a 6x6 square's centre of mass is at (13.5, 13.5)
+    assert statistics.digit_statistics(square(4, at=(6, 14)))["centre_offset"] == pytest.approx(np.hypot(8.5, 0.5))
+    assert set(statistics.digit_statistics(np.zeros((28, 28), np.float32)).values()) == {0.0}  # blank: no crash
+
+
+def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shifted_one():
+    rng = np.random.default_rng(0)
+    reference = statistics.reference_bins(rng.normal(0, 1, 5000))
+    assert len(reference["edges"]) == statistics.BINS - 1 and sum(reference["shares"]) == pytest.approx(1)
+    assert statistics.psi(reference, rng.normal(0, 1, 500)) < 0.1
+    assert statistics.psi(reference, rng.normal(1, 1, 500)) > 0.25
+    classes = statistics.class_shares(rng.integers(0, 10, 5000))
+    assert statistics.psi(classes, rng.integers(0, 10, 500)) < 0.1
+    assert statistics.psi(classes, np.ones(500, int)) > 0.25  # only ones
+    assert np.isfinite(statistics.psi(classes, np.ones(500, int)))  # empty bins are clipped, not infinite
+
+
+def test_the_monitor_collects_then_compares_its_window_with_the_reference():
+    rng = np.random.default_rng(1)
+    digits = [square(int(s)) for s in rng.integers(8, 16, 2000)]
+    predicted, confidence = rng.integers(0, 10, 2000), rng.uniform(0.9, 1.0, 2000)
+    reference = statistics.reference(digits, predicted, confidence)
+    assert set(reference) == {*statistics.INPUT_STATISTICS, *statistics.OUTPUT_STATISTICS}
+
+    assert DriftMonitor(None).report()["status"] == "no reference"
+    monitor = DriftMonitor(reference, window=300, warn=0.1, alert=0.25)
+    for i in range(MIN_SAMPLES - 1):
+        monitor.observe(digits[i], int(predicted[i]), float(confidence[i]))
+    assert monitor.report()["status"] == "collecting"
+    for i in range(300):
+        monitor.observe(digits[1000 + i], int(predicted[1000 + i]), float(confidence[1000 + i]))
+    same = monitor.report()
+    assert same["samples"] == 300 and same["status"] == "ok", same["psi"]
+    for _ in range(300):  # small digits in a corner: the window now holds only these
+        monitor.observe(square(4, at=(5, 5)), 1, 0.6)
+    drifted = monitor.report()
+    assert drifted["status"] == "alert" and drifted["psi"]["centre_offset"] >= 0.25
+
+
+def test_routing_is_sticky_by_client_id_and_random_without_one():
+    experiment = Experiment("main", "candidate", fraction=0.3, seed=0)
+    ids = [f"user-{i}" for i in range(2000)]
+    chosen = [experiment.choose(i) for i in ids]
+    assert chosen == [experiment.choose(i) for i in ids]
+    assert chosen == [Experiment("main", "candidate", fraction=0.3).choose(i) for i in ids]  # a restart: the same
+    assert [c == "candidate" for c in chosen] == [hashed_share(i) < 0.3 for i in ids]
+    assert 0.25 < chosen.count("candidate") / 2000 < 0.35
+    anonymous = [experiment.choose(None) for _ in range(2000)]
+    assert 0.25 < anonymous.count("candidate") / 2000 < 0.35
+    assert {Experiment("main").choose(i) for i in ids} == {"main"}  # no candidate: all to the main model
+    with pytest.raises(ValueError, match="ab.fraction=1.5: must be between 0 and 1"):
+        Experiment("main", "candidate", fraction=1.5)
+
+
+def test_feedback_counts_once_per_answer():
+    experiment = Experiment("main", "candidate", fraction=0.5)
+    first = experiment.record("main", 7, 0.9)
+    second = experiment.record("candidate", 3, 0.8)
+    blank = experiment.record("main", None, None)
+    assert experiment.feedback(first, 7)["correct"] is True
+    assert experiment.feedback(second, 5)["correct"] is False
+    assert experiment.feedback(first, 7) is None and experiment.feedback("unknown", 1) is None
+    report = experiment.report()["versions"]
+    assert report["main"] == {
+        "role": "main",
+        "requests": 2,
+        "mean_confidence": 0.9,
+        "feedback": 1,
+        "accuracy": 1.0,
+    }
+    assert report["candidate"]["accuracy"] == 0.0 and len(blank) == 32  # a blank image is answered, not scored
