@@ -166,3 +166,16 @@ def test_jpeg_roundtrip_of_light_on_dark(digits, tmp_path):
     Image.fromarray(image).resize((112, 112)).save(buffer, format="JPEG", quality=70)
     ready = prepare_bytes(buffer.getvalue(), tmp_path, "j.jpg")
     assert not ready.inverted and correlation(ready.digit, preprocess.prepare(Image.fromarray(image)).digit) > 0.8
+
+
+def test_prepare_can_show_each_step_and_ends_with_the_digit_it_returns():
+    paper = np.full((60, 80), 230, np.uint8)
+    paper[10:40, 50:58] = 20  # a dark stroke, off-centre, on light paper
+    steps = []
+    prepared = preprocess.prepare(Image.fromarray(paper), steps)
+    names = [name for name, _ in steps]
+    assert len(steps) == 6 and names[1].startswith("inverted") and names[-1] == "centre of mass moved to the middle"
+    assert steps[0][1].shape == (60, 80) and steps[3][1].shape == (30, 8)  # the crop is the stroke
+    assert np.array_equal(steps[-1][1], prepared.digit)
+    unchanged = preprocess.prepare(Image.fromarray(255 - paper))
+    assert np.array_equal(unchanged.digit, prepared.digit) and not unchanged.inverted

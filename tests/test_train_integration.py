@@ -147,22 +147,6 @@ def test_resume_past_the_schedule_is_refused_with_a_clear_message(trained, mnist
     assert json.loads((run_dir / "metrics.json").read_text())["state"] == json.loads(before)["state"] == "finished"
 
 
-def test_notebook_runs_on_the_trained_run(trained, mnist_dir, monkeypatch):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    cwd, _, _ = trained
-    notebook = json.loads((Path(__file__).parent.parent / "notebooks" / "explore_run.ipynb").read_text())
-    monkeypatch.chdir(cwd)
-    monkeypatch.setenv("MNIST_DATA_DIR", str(mnist_dir))
-    namespace: dict = {}
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), "explore_run.ipynb", "exec"), namespace)
-    assert namespace["probabilities"].shape == (8, 10)
-    assert namespace["run_dir"].parent.parent == cwd / "outputs"
-
-
 def test_deterministic_runs_give_identical_metrics_and_weights(tmp_path, mnist_dir):
     overrides = [
         "trainer.deterministic=true",

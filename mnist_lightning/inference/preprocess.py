@@ -106,21 +106,27 @@ def to_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float32) / 255
 
 
-def prepare(image: Image.Image) -> Prepared:
-    """The MNIST recipe on one decoded image."""
+def prepare(image: Image.Image, steps: list[tuple[str, np.ndarray]] | None = None) -> Prepared:
+    """The MNIST recipe on one decoded image. With a `steps` list, each stage's picture is appended to it as
+    (what was done, 2-D array in 0..1), for showing the recipe (notebooks/03_inference.ipynb)."""
+    note = steps.append if steps is not None else lambda step: None
     gray = to_gray(image)
+    note(("grey, 0..1", gray))
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
     inverted = background > 0.5  # dark ink on light paper
     if inverted:
         gray, background = 1 - gray, 1 - background
+        note(("inverted: light ink on dark, as in MNIST", gray))
     contrast = float(gray.max()) - background
     if contrast < MIN_CONTRAST:
         return Prepared(None, inverted, "no digit found: the image is blank or has too little contrast")
     ink = np.clip((gray - background) / contrast, 0, 1)
     ink[ink < INK_THRESHOLD] = 0
+    note(("background to 0, contrast stretched, faint pixels dropped", ink))
     rows, cols = np.nonzero(ink)
     crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    note(("cropped to the ink", crop))
 
     height, width = crop.shape
     scale = 20.0 / max(height, width)
@@ -132,7 +138,10 @@ def prepare(image: Image.Image) -> Prepared:
     canvas = np.zeros((28, 28), dtype=np.float32)
     top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
     canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
-    return Prepared(_center_of_mass_to_middle(canvas), inverted)
+    note(("longer side scaled to 20 pixels, placed on 28x28", canvas))
+    digit = _center_of_mass_to_middle(canvas)
+    note(("centre of mass moved to the middle", digit))
+    return Prepared(digit, inverted)
 
 
 def _center_of_mass_to_middle(canvas: np.ndarray) -> np.ndarray:
