@@ -37,6 +37,10 @@ def serve(cfg: DictConfig) -> None:
 
     check_port_free(cfg.host, cfg.port)
     watch = cfg.monitoring
+    for key, value in {**watch, "fraction": cfg.ab.fraction}.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            group = "ab" if key == "fraction" else "monitoring"
+            raise UserError(f"{group}.{key}={value}: must be a number")
     if int(watch.window) < 1 or int(watch.min_samples) < 1:
         raise UserError(
             f"monitoring.window={watch.window}, monitoring.min_samples={watch.min_samples}: both must be at least 1"

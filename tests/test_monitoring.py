@@ -155,14 +155,3 @@ def test_drift_is_ok_for_held_out_digits_and_alerts_for_changed_inputs(server, t
     )
     assert gauge and float(gauge.group(1)) > 0
     assert f'mnist_model_answers_total{{model_version="{server.candidate}"}}' in metrics
-
-
-def test_thresholds_the_wrong_way_round_are_refused_before_any_model_loads(exported, mnist_dir, tmp_path):
-    _, checkpoint, _, _ = exported
-    handle = start_server(
-        tmp_path, mnist_dir, f"ckpt_path={checkpoint}", "monitoring.warn=0.3", "monitoring.alert=0.2", wait=False
-    )
-    assert handle.process.wait(120) == 2
-    log = handle.log()
-    assert "monitoring.warn=0.3, monitoring.alert=0.2: need 0 < warn <= alert" in log and "Traceback" not in log
-    assert "Serving" not in log

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,40 @@ def test_feedback_counts_once_per_answer():
         "accuracy": 1.0,
     }
     assert report["candidate"]["accuracy"] == 0.0 and len(blank) == 32  # a blank image is answered, not scored
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"warn": 0.3, "alert": 0.2}, "monitoring.warn=0.3, monitoring.alert=0.2: need 0 < warn <= alert"),
+        ({"window": "abc"}, "monitoring.window=abc: must be a number"),
+        ({"min_samples": 0}, "monitoring.min_samples=0: both must be at least 1"),
+        ({"fraction": 1.5}, "ab.fraction=1.5: the candidate's share must be between 0 and 1"),
+    ],
+)
+def test_serve_refuses_bad_monitoring_and_ab_settings_before_loading_a_model(settings, message, free_port_number):
+    from omegaconf import OmegaConf
+
+    from mnist_lightning.errors import UserError
+    from mnist_lightning.serve import serve
+
+    monitoring = {"window": 500, "warn": 0.1, "alert": 0.25, "min_samples": 200}
+    monitoring.update({k: v for k, v in settings.items() if k != "fraction"})
+    cfg = OmegaConf.create(
+        {
+            "host": "127.0.0.1",
+            "port": free_port_number,
+            "ckpt_path": "/nonexistent/model.ckpt",  # never reached: the settings are checked first
+            "ab": {"candidate": "latest", "fraction": settings.get("fraction", 0.2)},
+            "monitoring": monitoring,
+        }
+    )
+    with pytest.raises(UserError, match=re.escape(message)):
+        serve(cfg)
+
+
+@pytest.fixture
+def free_port_number() -> int:
+    from conftest import free_port
+
+    return free_port()
