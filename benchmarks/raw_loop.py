@@ -3,6 +3,11 @@
 The same in-memory MNISTDataModule batches, normalisation, network, optimizer and OneCycle schedule as
 the default `train` config, without Lightning's Trainer (no checkpoints, logging or metrics objects).
 Prints one JSON line per epoch.
+
+`--variants` instead times the training steps alone, on the CPU, in every memory format and precision this
+machine runs natively (fp32, contiguous and channels_last; bf16 autocast too where the CPU has AMX/AVX512-BF16),
+each from the same seed on the same batches already in memory, and prints one JSON line per variant and then
+the fastest: the ceiling `make benchmark` holds the Trainer's throughput against.
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ def main() -> None:
     parser.add_argument("--limit-batches", type=int, default=0, help="train batches per epoch (0: all)")
     parser.add_argument("--limit-val-batches", type=int, default=0, help="validation batches per epoch (0: all)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--variants", action="store_true", help="time every native format and precision instead")
+    parser.add_argument("--steps", type=int, default=300, help="timed steps per variant (after 20 warm-up steps)")
     args = parser.parse_args()
+    if args.variants:
+        variants(args)
+        return
 
     torch.manual_seed(args.seed)
     datamodule = MNISTDataModule(args.data_dir, batch_size=args.batch_size, seed=args.seed, download=False)
@@ -73,6 +83,50 @@ def main() -> None:
             ),
             flush=True,
         )
+
+
+def native_variants() -> list[tuple[str, bool]]:
+    """(memory format, bf16 autocast) pairs worth timing on this machine."""
+    from mnist_lightning.training.precision import auto_precision
+
+    bf16 = auto_precision("auto")[0] == "bf16-mixed"
+    return [(fmt, amp) for amp in ((False, True) if bf16 else (False,)) for fmt in ("contiguous", "channels_last")]
+
+
+def variants(args) -> None:
+    datamodule = MNISTDataModule(args.data_dir, batch_size=args.batch_size, seed=args.seed, download=False)
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    loader.sampler.set_epoch(0)
+    warmup = 20
+    batches = []
+    for x, y in loader:  # the same batches for every variant, already in memory
+        batches.append((x, y))
+        if len(batches) == warmup + args.steps:
+            break
+    warmup = min(warmup, len(batches) // 2)
+    best = None
+    for fmt, amp in native_variants():
+        torch.manual_seed(args.seed)
+        memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+        model = build_network(arch="cnn").to(memory_format=memory_format).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+        seen = 0
+        for step, (x, y) in enumerate(batches):
+            if step == warmup:
+                started, seen = time.perf_counter(), 0
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(model(normalize(x).contiguous(memory_format=memory_format)), y)
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+        rate = seen / (time.perf_counter() - started)
+        result = {"variant": f"{'bf16 autocast' if amp else 'fp32'}, {fmt}", "train_samples_per_s": round(rate, 1)}
+        print(json.dumps(result), flush=True)
+        if best is None or rate > best["train_samples_per_s"]:
+            best = result
+    print(json.dumps({"best": best}), flush=True)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ def test_quick_benchmark_writes_json_and_a_table(tmp_path, mnist_dir):
     epoch = rows["epoch time, 55,000 train + 5,000 val (s)"]
     assert epoch["ours"] > 0 and epoch["baseline"] > 0 and epoch["ratio"] == round(epoch["baseline"] / epoch["ours"], 3)
     assert rows["peak RSS of a training run (MB)"]["ours"] > 100
+    ceiling = rows["training throughput vs the fastest hand-written loop (samples/s)"]
+    assert ceiling["baseline"] > 0 and ceiling["target"] == ">= 0.9x"
+    timed = {v["variant"] for v in ceiling["runs"]["fastest"][0]["variants"]}
+    assert {"fp32, contiguous", "fp32, channels_last"} <= timed  # and the bf16 pair where the CPU has it
     assert {"training", "runtimes", "serving"} == {row["benchmark"] for row in results["rows"]}
     runtimes = {row["figure"]: row for row in results["rows"] if row["benchmark"] == "runtimes"}
     assert runtimes["ONNX Runtime: batch of 256 prepared digits (images/s)"]["baseline"] > 0  # beside PyTorch eager

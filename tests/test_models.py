@@ -43,3 +43,20 @@ def test_module_rejects_a_bad_optimizer_setting_when_built():
 
     with pytest.raises(ValueError, match="optimizer: Invalid learning rate"):
         MNISTLitModule(net={"arch": "cnn"}, optimizer=partial(torch.optim.Adam, lr=-1.0))
+
+
+def test_channels_last_computes_the_same_logits_and_shares_checkpoints():
+    from mnist_lightning.models.lit_module import MNISTLitModule
+
+    net = {"arch": "cnn"}
+    torch.manual_seed(0)
+    plain = MNISTLitModule(net).eval()
+    nhwc = MNISTLitModule(net, channels_last=True).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    assert nhwc.net.features[2].weight.is_contiguous(memory_format=torch.channels_last)  # loading kept the layout
+    x = torch.randn(8, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(plain(x), nhwc(x), atol=1e-5)
+    back = MNISTLitModule(net).eval()
+    back.load_state_dict(nhwc.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), plain.state_dict().values(), strict=True))
