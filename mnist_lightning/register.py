@@ -30,8 +30,7 @@ def register(cfg: DictConfig) -> dict:
     checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root).resolve()
     net = dict(read(checkpoint)["hyper_parameters"]["net"])
     name = cfg.name or f"mnist-{net['arch']}"
-    in_run = checkpoint.parent.name == layout.CHECKPOINT_DIR
-    run_dir = checkpoint.parent.parent if in_run else None
+    run_dir = layout.run_of_checkpoint(checkpoint)
     metrics = (layout.read_metrics(run_dir) or {}) if run_dir else {}
     export_dir = exported(cfg, checkpoint) if cfg.export else None
     tags = {

@@ -39,8 +39,8 @@ def resume_in_place(argv: list[str]) -> list[str]:
         checkpoint = resolve.resume_checkpoint(ckpt, outputs_root)
     except UserError as exc:
         refuse(str(exc))
-    run_dir = checkpoint.resolve().parent.parent
-    if checkpoint.resolve().parent.name != layout.CHECKPOINT_DIR or not (run_dir / ".hydra").is_dir():
+    run_dir = layout.run_of_checkpoint(checkpoint)
+    if run_dir is None or not (run_dir / ".hydra").is_dir():
         return argv
     holder = lock.lock_holder(run_dir)
     if holder is not None:

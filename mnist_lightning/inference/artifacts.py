@@ -32,9 +32,7 @@ class ExportMismatch(UserError):
 
 def default_dir(checkpoint: str | Path) -> Path:
     """`<run folder>/export` for a checkpoint of a run, else an `export` folder beside the checkpoint."""
-    checkpoint = Path(checkpoint).resolve()
-    in_run = checkpoint.parent.name == layout.CHECKPOINT_DIR
-    return (checkpoint.parent.parent if in_run else checkpoint.parent) / "export"
+    return (layout.run_of_checkpoint(checkpoint) or Path(checkpoint).resolve().parent) / "export"
 
 
 def require_export_extra() -> None:
@@ -202,7 +200,7 @@ def describe(network, checkpoint: Path, opset: int, verification: dict, folder: 
 
     checkpoint = checkpoint.resolve()
     net = dict(read(checkpoint)["hyper_parameters"]["net"])
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name == layout.CHECKPOINT_DIR else None
+    run_dir = layout.run_of_checkpoint(checkpoint)
     metrics = (layout.read_metrics(run_dir) or {}) if run_dir else {}
     versions = {}
     for package in ("torch", "onnx", "onnxscript", "onnxruntime"):

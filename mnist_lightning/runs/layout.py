@@ -52,6 +52,12 @@ def read_overrides(run_dir: str | Path) -> list[str]:
         return []
 
 
+def run_of_checkpoint(checkpoint: str | Path) -> Path | None:
+    """The run folder of a checkpoint in its `checkpoints/` folder; None for a checkpoint anywhere else."""
+    checkpoint = Path(checkpoint).resolve()
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else None
+
+
 def path_in_run(path: str | Path, run_dir: str | Path) -> str:
     """`path` relative to the run folder when it lies inside it (the folder can move), else absolute."""
     path, run_dir = Path(path).resolve(), Path(run_dir).resolve()

@@ -37,8 +37,7 @@ class ServedModel:
         the run's metrics.json and the export's drift reference when they exist."""
         checkpoint = Path(checkpoint).resolve()
         net = dict(checkpoints.read(checkpoint)["hyper_parameters"]["net"])
-        in_run = checkpoint.parent.name == layout.CHECKPOINT_DIR
-        run_dir = checkpoint.parent.parent if in_run else None
+        run_dir = layout.run_of_checkpoint(checkpoint)
         sha256 = lineage.sha256sum(checkpoint)
         folder = Path(export_dir) if export_dir else artifacts.default_dir(checkpoint)
         try:
