@@ -20,7 +20,7 @@ from mnist_lightning.data.transforms import normalize
 from mnist_lightning.errors import UserError
 from mnist_lightning.inference import artifacts
 from mnist_lightning.inference.onnx_runtime import OnnxModel, load_export
-from mnist_lightning.models import build_network
+from mnist_lightning.models import NETWORKS, build_network
 from mnist_lightning.models.checkpoint import load_network
 from mnist_lightning.runs import lineage
 
@@ -201,3 +201,16 @@ def test_without_the_export_extra_one_line_says_what_to_install(tmp_path, mnist_
     assert (
         "exporting needs the export extra (onnxscript missing): pip install 'mnist-lightning[export]'" in result.stderr
     )
+
+
+@pytest.mark.parametrize("arch", sorted(set(NETWORKS) - {"cnn"}))  # the seed CNN: the `exported` fixture
+def test_every_other_network_exports_with_parity(arch, mnist_dir, tmp_path):
+    images, labels = load_split(mnist_dir, train=False)
+    torch.manual_seed(0)
+    network = build_network(arch).eval()  # batch norm in eval mode: its running statistics are part of the graph
+    checkpoint = tmp_path / f"{arch}.ckpt"
+    torch.save({"hyper_parameters": {"net": {"arch": arch}}, "state_dict": {}}, checkpoint)
+    meta = artifacts.export(network, checkpoint, tmp_path / "export", images[:1000], labels[:1000])
+    assert meta["network"]["name"] == arch
+    assert meta["verification"]["images"] == 1000, meta["verification"]
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["model.json", "model.onnx", "model.pt2"]

@@ -60,3 +60,31 @@ def test_channels_last_computes_the_same_logits_and_shares_checkpoints():
     back = MNISTLitModule(net).eval()
     back.load_state_dict(nhwc.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), plain.state_dict().values(), strict=True))
+
+
+def test_the_batch_norm_cnn_has_three_normalised_blocks_and_checks_its_widths():
+    net = build_network("bn_cnn", channels=[8, 16, 24])
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m.num_features for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [(c.in_channels, c.out_channels, c.bias) for c in convs] == [(1, 8, None), (8, 16, None), (16, 24, None)]
+    assert norms == [8, 16, 24]
+    assert net(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    with pytest.raises(ValueError, match=r"channels=\[16, 32\]: give three positive widths"):
+        build_network("bn_cnn", channels=[16, 32])
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # no Trainer here: only the loss is checked
+def test_label_smoothing_softens_the_training_loss_only():
+    import torch.nn.functional as F
+
+    from mnist_lightning.models.lit_module import MNISTLitModule
+
+    torch.manual_seed(0)
+    smooth = MNISTLitModule({"arch": "mlp", "hidden": [16], "dropout": 0.0}, label_smoothing=0.1)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    loss = smooth.training_step((x, y), 0)
+    logits = smooth(x)
+    assert torch.allclose(loss, F.cross_entropy(logits, y, label_smoothing=0.1))
+    assert not torch.allclose(loss, F.cross_entropy(logits, y))
+    with pytest.raises(ValueError, match="label_smoothing=1.0: must be at least 0 and below 1"):
+        MNISTLitModule({"arch": "mlp"}, label_smoothing=1.0)
