@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-BENCHMARKS = ("training", "time_to_accuracy", "evaluation", "inference", "runtimes", "serving")
+BENCHMARKS = ("training", "time_to_accuracy", "startup", "evaluation", "inference", "runtimes", "serving")
 TARGET_ACC = 0.99
 
 
@@ -156,9 +156,9 @@ class Bench:
     # -- running children -------------------------------------------------------------------------------------
 
     def child(self, name: str, args: list[str]) -> dict:
-        """Run `python args...` to completion; its stdout lines, wall seconds and peak RSS (MB)."""
+        """Run `python args...` to completion; its stdout lines, wall seconds, peak RSS (MB) and launch clock time."""
         out_path, err_path = self.scratch / f"{name}.out", self.scratch / f"{name}.err"
-        started = time.perf_counter()
+        launched_at, started = time.time(), time.perf_counter()
         with open(out_path, "w") as out, open(err_path, "w") as err:
             proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=out, stderr=err)
             _, status, usage = os.wait4(proc.pid, 0)  # reaps it and gives its own resource usage
@@ -168,13 +168,13 @@ class Bench:
             tail = err_path.read_text().strip().splitlines()[-15:]
             raise RuntimeError(f"{' '.join(args)} exited with {proc.returncode}:\n" + "\n".join(tail))
         rss_mb = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20
-        return {"lines": out_path.read_text().splitlines(), "wall_s": wall, "rss_mb": rss_mb}
+        lines = out_path.read_text().splitlines()
+        return {"lines": lines, "wall_s": wall, "rss_mb": rss_mb, "launched_at": launched_at}
 
-    def baseline(self, name: str, epochs: int) -> dict:
+    def baseline(self, name: str, epochs: int, extra: list[str] | None = None) -> dict:
         limit = ["--limit-batches", "20", "--eval-limit", "1000"] if self.quick else []
-        got = self.child(
-            name, ["benchmarks/reference.py", "--data-dir", str(self.data_dir), "--epochs", str(epochs), *limit]
-        )
+        args = extra if extra is not None else ["--epochs", str(epochs)]
+        got = self.child(name, ["benchmarks/reference.py", "--data-dir", str(self.data_dir), *args, *limit])
         got["epochs"] = [json.loads(line) for line in got["lines"] if line.startswith('{"epoch"')]
         return got
 
@@ -316,60 +316,132 @@ class Bench:
         ]
 
     def time_to_accuracy(self) -> list[dict]:
-        """Baseline: training time until its test accuracy first reaches 99%. Ours: experiment=fast, 3 seeds."""
-        b = self.baseline("baseline_5_epochs", epochs=1 if self.quick else 5)
+        """Whole-process time to >= 99% test accuracy: the baseline epoch by epoch (tested after each) until it
+        gets there, against `experiment=fast` on 5 seeds, all in the same run."""
+        seeds = (1,) if self.quick else (1, 2, 3, 4, 5)
+        baseline_args = ["--epochs", "1"] if self.quick else ["--epochs", "10", "--until-acc", str(TARGET_ACC)]
+        b = self.baseline("baseline_to_99", epochs=0, extra=baseline_args)
         reached = [e for e in b["epochs"] if e["test_acc"] >= TARGET_ACC]
-        base_time = reached[0]["training_time_s"] if reached else None
+        base_time = round(reached[0]["unix_time"] - b["launched_at"], 2) if reached else None
         base_note = (
-            f"reached {reached[0]['test_acc']:.2%} after epoch {reached[0]['epoch']}"
+            f"the baseline reached {reached[0]['test_acc']:.2%} after epoch {reached[0]['epoch']} "
+            f"({reached[0]['training_time_s']} s of it training and validating)"
             if reached
-            else f"never reached 99% in {len(b['epochs'])} epochs (best {max(e['test_acc'] for e in b['epochs']):.2%})"
+            else f"the baseline never reached 99% in {len(b['epochs'])} epochs "
+            f"(best {max(e['test_acc'] for e in b['epochs']):.2%})"
         )
         log(f"   baseline {base_note}, {b['epochs']}")
-        seeds, ours = ((1,) if self.quick else (1, 2, 3)), []
+        ours = []
         for seed in seeds:
             o = self.train(f"fast_seed_{seed}", ["experiment=fast", f"seed={seed}"])
             m = o["metrics"]
-            hit = m.get("target_reached")
-            seconds = hit["seconds"] if hit else round(sum(m["epoch_time_s"] or [0]), 2)
             ours.append(
                 {
                     "seed": seed,
-                    "seconds": seconds,
+                    "wall_s": round(o["wall_s"], 2),
                     "test_acc": m["test/acc"],
-                    "stopped_early": bool(hit),
                     "epochs": m["epochs"],
-                    "global_step": m["global_step"],
+                    "train_samples_per_s": m["train_samples_per_s"],
+                    "first_step_s": round(m["first_step_at"] - o["launched_at"], 2) if m.get("first_step_at") else None,
                 }
             )
             log(f"   fast     {ours[-1]}")
-        all_reached = all(r["test_acc"] is not None and r["test_acc"] >= TARGET_ACC for r in ours)
-        worst = max(r["seconds"] for r in ours)
-        accs = [r["test_acc"] for r in ours]
-        spread = f"test accuracy {min(accs):.2%} to {max(accs):.2%} over seeds {seeds}"
-        met = all_reached and base_time is not None and worst <= 0.25 * base_time
+        accs = [r["test_acc"] or 0.0 for r in ours]
+        all_reached = min(accs) >= TARGET_ACC
+        ours_time = median([r["wall_s"] for r in ours])
+        met = all_reached and base_time is not None and ours_time <= 0.2 * base_time
         return [
             row(
                 "time_to_accuracy",
-                "training time to >= 99.0% test accuracy (s), slowest seed",
-                worst if all_reached else None,
+                "time to >= 99.0% test accuracy, whole process (s), median of seeds",
+                ours_time,
                 base_time,
                 "s",
-                target="<= 0.25x the baseline, every seed",
+                target="<= 0.2x the baseline, every seed >= 99%",
                 met=met,
-                method=f"ours: experiment=fast, seeds {seeds}, {spread}, times "
-                f"{[r['seconds'] for r in ours]}; baseline {base_note}",
+                method=f"ours: experiment=fast, seeds {list(seeds)}: test accuracy "
+                f"{', '.join(f'{a:.2%}' for a in accs)}, whole process {[r['wall_s'] for r in ours]} s "
+                f"(start to exit: imports, data, training, validation, test, checkpoints); {base_note}, its whole "
+                f"process up to that epoch's test",
                 runs={"ours": ours, "baseline": b["epochs"]},
             ),
+        ]
+
+    def startup(self) -> list[dict]:
+        """Fixed costs: launch to the first training step (ours and the baseline's), the import time behind it by
+        package (`python -X importtime`), and where a training epoch goes (Lightning's SimpleProfiler)."""
+        ours, base = [], []
+        for i in range(self.repeats):
+            b = self.baseline(f"baseline_startup_{i}", epochs=1, extra=["--epochs", "1", "--limit-batches", "20"])
+            base.append(round(b["epochs"][0]["first_step_unix_time"] - b["launched_at"], 2))
+            o = self.train(f"startup_{i}", ["trainer.max_epochs=1", "trainer.limit_train_batches=20"])
+            ours.append(round(o["metrics"]["first_step_at"] - o["launched_at"], 2))
+            log(f"   first step after {ours[-1]} s (baseline {base[-1]} s)")
+        imports = self.import_times()
+        log(f"   imports {imports}")
+        limit = ["trainer.limit_train_batches=20", "trainer.limit_val_batches=2"] if self.quick else []
+        profiled = self.train("profiled_epoch", ["trainer.max_epochs=1", "trainer.profiler=simple", *limit])
+        epoch = epoch_profile(profiled["run_dir"] / "profile" / "fit-profile.txt")
+        log(f"   epoch {epoch}")
+        top = ", ".join(f"{name} {seconds} s" for name, seconds in list(imports["by_package"].items())[:6])
+        return [
             row(
-                "time_to_accuracy",
-                "peak RSS of the baseline's 5-epoch run (MB)",
-                None,
-                b["rss_mb"],
-                "MB",
-                method="for reference: the baseline's RSS does not grow with epochs",
+                "startup",
+                "launch to the first training step (s)",
+                median(ours),
+                median(base),
+                "s",
+                method=f"median of {self.repeats}; ours: the default config (metrics.json first_step_at), the "
+                f"baseline: benchmarks/reference.py; both from process launch",
+                runs={"ours": ours, "baseline": base},
+            ),
+            row(
+                "startup",
+                "import time of a training process (s)",
+                imports["total_s"],
+                unit="s",
+                method=f"python -X importtime -m mnist_lightning.train (a 2-step run), own time of every module summed "
+                f"by top-level package: {top}. Of it, {imports['torchmetrics_chain_s']} s is "
+                f"lightning -> torchmetrics.functional -> torchvision.models -> torch._dynamo (not ours to cut)",
+                runs=imports,
+            ),
+            row(
+                "startup",
+                "share of a training epoch outside the training steps (%)",
+                epoch["outside_steps_pct"],
+                unit="%",
+                method=f"trainer.profiler=simple, one epoch of the default config: {epoch['epoch_s']} s in "
+                f"run_training_epoch, of it forward {epoch['forward_pct']}%, backward {epoch['backward_pct']}%, "
+                f"optimizer and the rest of the step {epoch['optimizer_pct']}%, validation {epoch['validation_pct']}%, "
+                f"everything else (data, callbacks, logging, checkpoints) {epoch['outside_steps_pct']}%",
+                runs=epoch,
             ),
         ]
+
+    def import_times(self) -> dict:
+        """Seconds of import in a short training process, by top-level package (each module's own time)."""
+        run_dir = self.scratch / "importtime"
+        args = ["-X", "importtime", "-m", "mnist_lightning.train", f"hydra.run.dir={run_dir}"]
+        args += ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+        args += ["trainer.limit_test_batches=1", "trainer.enable_progress_bar=false"]
+        self.child("importtime", args)
+        by_package: dict[str, int] = {}
+        tree = []  # (own microseconds, cumulative, depth, module) in importtime's order: children before parents
+        for line in (self.scratch / "importtime.err").read_text().splitlines():
+            if not line.startswith("import time:") or "|" not in line or "self [us]" in line:
+                continue
+            own, cumulative, name = line.removeprefix("import time:").split("|")
+            depth = (len(name) - len(name.lstrip())) // 2
+            tree.append((int(own), int(cumulative), depth, name.strip()))
+            package = name.strip().split(".")[0]
+            by_package[package] = by_package.get(package, 0) + int(own)
+        chain = next((c for _, c, _, n in tree if n == "torchmetrics.functional"), 0)
+        ordered = sorted(by_package.items(), key=lambda item: -item[1])
+        return {
+            "total_s": round(sum(by_package.values()) / 1e6, 2),
+            "by_package": {name: round(us / 1e6, 2) for name, us in ordered[:12]},
+            "torchmetrics_chain_s": round(chain / 1e6, 2),
+        }
 
     def evaluation(self) -> list[dict]:
         """10,000 test images: torchvision dataset + per-sample transforms vs our evaluate pipeline's inference."""
@@ -786,6 +858,33 @@ class Bench:
             path,
         )
         return path
+
+
+def epoch_profile(report: Path) -> dict:
+    """Where one training epoch went, from SimpleProfiler's report (one row per action: name | mean | calls |
+    total | percent)."""
+    totals = {}
+    for line in report.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[3].replace(".", "", 1).replace("e-", "", 1).isdigit():
+            totals[cells[0]] = totals.get(cells[0], 0.0) + float(cells[3])
+    epoch = totals["run_training_epoch"]
+
+    def share(*names: str) -> float:
+        return sum(v for k, v in totals.items() if any(k.endswith(n) for n in names))
+
+    forward, backward = share("Strategy.training_step"), share("Strategy.backward")
+    steps = totals["run_training_batch"]
+    validation = share("Strategy.validation_step", "val_next")
+    pct = lambda seconds: round(100 * seconds / epoch, 2)  # noqa: E731
+    return {
+        "epoch_s": round(epoch, 2),
+        "forward_pct": pct(forward),
+        "backward_pct": pct(backward),
+        "optimizer_pct": pct(steps - forward - backward),
+        "validation_pct": pct(validation),
+        "outside_steps_pct": pct(epoch - steps - validation),
+    }
 
 
 def render(all_results: list[dict]) -> str:

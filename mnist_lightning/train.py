@@ -130,6 +130,9 @@ def train(cfg: DictConfig) -> dict:
         "world_size": trainer.world_size,
         "epoch_time_s": throughput.epoch_seconds if throughput else None,
         "train_samples_per_s": throughput.samples_per_s if throughput else None,
+        # the clock time of the first training step, and the seconds from this function's start to it
+        "first_step_at": throughput.first_step_at if throughput else None,
+        "setup_s": round(throughput.first_step_at - started, 2) if throughput and throughput.first_step_at else None,
         "target_reached": target_reached(callbacks, trainer, fit_seconds),
         "resumed_from": str(resume_from) if resume_from else None,
         "resumes": resumes,

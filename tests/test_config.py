@@ -48,7 +48,7 @@ def test_groups_named_in_the_layout_exist():
         "debug",
     ):
         assert GROUPS.get(group), f"conf/{group}/ is missing"
-    assert {"cnn", "mlp"} <= set(GROUPS["model"])
+    assert {"cnn", "bn_cnn", "mlp"} <= set(GROUPS["model"])
     assert {"default", "cpu", "gpu", "ddp", "ddp_cpu"} <= set(GROUPS["trainer"])
     assert {"adam", "adamw", "sgd"} <= set(GROUPS["optimizer"])
     assert {"onecycle", "cosine", "step", "none"} <= set(GROUPS["scheduler"])
@@ -129,6 +129,8 @@ def test_schedulers_get_their_length_from_the_trainer(tmp_path, mnist_dir):
         ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
         ("model.optimizer.lr=-0.1", "model.optimizer: Invalid learning rate: -0.1"),
         ("data.val_size=70000", "data.val_size=70000 leaves no training images"),
+        ("model.label_smoothing=1.5", "model.label_smoothing=1.5: must be at least 0 and below 1"),
+        ("trainer.profiler=simpel", "trainer.profiler='simpel': choose one of simple, advanced, pytorch"),
         ("ckpt_path=missing.ckpt", "ckpt_path=missing.ckpt: no such file"),
         ("ckpt_path=last", "ckpt_path=last: no single run under"),
         (
@@ -212,3 +214,15 @@ def test_every_checkpoint_the_trainer_loads_is_loaded_weights_only(tmp_path, mni
     resumed = train(compose_train([*tiny, f"ckpt_path={epoch_0}"], tmp_path / "resumed"))
     assert first["state"] == resumed["state"] == "finished" and resumed["global_step"] == 6
     assert len(loads) >= 3 and all(flag is True for flag in loads), loads
+
+
+def test_the_simple_profiler_reports_into_the_run_folder(tmp_path, mnist_dir):
+    from mnist_lightning.train import train
+
+    limits = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2"]
+    limits += ["trainer.limit_test_batches=2", "trainer.enable_progress_bar=false", "logger=none"]
+    cfg = compose_train(["trainer.profiler=simple", f"paths.data_dir={mnist_dir}", *limits], tmp_path / "run")
+    metrics = train(cfg)
+    report = (tmp_path / "run" / "profile" / "fit-profile.txt").read_text()
+    assert "run_training_epoch" in report and "run_training_batch" in report, report[:2000]
+    assert metrics["setup_s"] > 0 and metrics["first_step_at"] > 0

@@ -54,6 +54,7 @@ def test_metrics_json(trained):
     last_logged = metrics["last_logged"]
     assert last_logged["val/acc"] > 0.95 and last_logged["val/acc_best"] == metrics["val/acc_best"]
     assert len(metrics["epoch_time_s"]) == 2 and all(rate > 0 for rate in metrics["train_samples_per_s"])
+    assert 0 < metrics["setup_s"] < metrics["wall_time_s"] and metrics["first_step_at"] > 0
 
 
 def test_tensorboard_has_the_curves_and_hparams(trained):

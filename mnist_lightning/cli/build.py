@@ -50,4 +50,25 @@ def build_trainer(node: DictConfig, datamodule: Any = None, **kwargs: Any) -> An
         logging.getLogger(__name__).info("trainer.precision=auto chose %s: %s", precision, reason)
     if "use_distributed_sampler" not in node:
         kwargs["use_distributed_sampler"] = not getattr(datamodule, "shards_by_rank", False)
+    if isinstance(node.get("profiler"), str):
+        kwargs["profiler"] = build_profiler(node.profiler, node.get("default_root_dir"))
     return build(node, "trainer", precision=precision, **kwargs)
+
+
+PROFILERS = ("simple", "advanced", "pytorch")
+
+
+def build_profiler(name: str, run_dir: str | None) -> Any:
+    """Lightning's profiler by name, writing its report to `<run_dir>/profile/fit-profile.txt` (Lightning's own
+    string form would print it to the console only)."""
+    from lightning.pytorch import profilers
+
+    classes = {
+        "simple": profilers.SimpleProfiler,
+        "advanced": profilers.AdvancedProfiler,
+        "pytorch": profilers.PyTorchProfiler,
+    }
+    if name not in classes:
+        raise UserError(f"trainer.profiler={name!r}: choose one of {', '.join(PROFILERS)}, or null for none")
+    dirpath = f"{run_dir}/profile" if run_dir else None
+    return classes[name](dirpath=dirpath, filename="profile")

@@ -6,6 +6,8 @@ conf/experiment/fast.yaml); `target_reached` reads back when it fired, for metri
 
 from __future__ import annotations
 
+import time
+
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ThroughputMonitor
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
@@ -15,13 +17,15 @@ from lightning.pytorch.trainer.states import RunningStage
 class EpochThroughput(ThroughputMonitor):
     """Lightning's ThroughputMonitor (training steps only: validation time is left out; logged as
     `train|device/samples_per_sec` and friends), plus one figure per epoch for metrics.json:
-    `epoch_seconds` and `samples_per_s` (all processes together), also logged as `perf/train_samples_per_s`."""
+    `epoch_seconds` and `samples_per_s` (all processes together), also logged as `perf/train_samples_per_s`,
+    and `first_step_at`, the clock time (time.time()) when the first training step began: start-up ends there."""
 
     def __init__(self, window_size: int = 100) -> None:
         super().__init__(batch_size_fn=lambda batch: len(batch[1]), window_size=window_size)
         self.epoch_seconds: list[float] = []
         self.samples_per_s: list[float] = []
         self._epoch_start = (0.0, 0)
+        self.first_step_at: float | None = None
 
     def _totals(self) -> tuple[float, int]:
         """(seconds of training steps, samples) since training started, as the monitor has counted them."""
@@ -31,6 +35,10 @@ class EpochThroughput(ThroughputMonitor):
         except IndexError:  # nothing counted yet
             totals = {}
         return float(totals.get("time", 0.0)), int(totals.get("samples", 0))
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *_) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = self._totals()
