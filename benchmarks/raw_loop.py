@@ -2,7 +2,10 @@
 
 The same in-memory MNISTDataModule batches, normalisation, network, optimizer and OneCycle schedule as
 the default `train` config, without Lightning's Trainer (no checkpoints, logging or metrics objects).
-Prints one JSON line per epoch.
+Prints one JSON line per epoch; `--test` adds the test accuracy after the last one. `--arch`, `--batch-size`,
+`--lr`, `--label-smoothing` and `--epochs` try other recipes (the time-to-99% study in BENCHMARKS.md):
+
+    python benchmarks/raw_loop.py --arch bn_cnn --batch-size 128 --lr 1e-2 --label-smoothing 0.1 --epochs 2 --test
 
 `--variants` instead times the training steps alone, on the CPU, in every memory format and precision this
 machine runs natively (fp32, contiguous and channels_last; bf16 autocast too where the CPU has AMX/AVX512-BF16),
@@ -30,7 +33,11 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "data"))
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=3e-3, help="the OneCycle peak")
+    parser.add_argument("--arch", default="cnn", help="a network of mnist_lightning.models, default arguments")
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--memory-format", choices=("channels_last", "contiguous"), default="channels_last")
+    parser.add_argument("--test", action="store_true", help="print the test accuracy after the last epoch")
     parser.add_argument("--limit-batches", type=int, default=0, help="train batches per epoch (0: all)")
     parser.add_argument("--limit-val-batches", type=int, default=0, help="validation batches per epoch (0: all)")
     parser.add_argument("--seed", type=int, default=42)
@@ -46,9 +53,15 @@ def main() -> None:
     datamodule.setup("fit")
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     steps = args.limit_batches or len(train_loader)
-    model = build_network(arch="cnn")
+    memory_format = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
+    model = build_network(arch=args.arch).to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps * args.epochs)
+    # the scheduler config's warm-up share (pct_start 0.25), as the train config has it
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=steps * args.epochs, pct_start=0.25
+    )
+    prepare = lambda x: normalize(x).contiguous(memory_format=memory_format)  # noqa: E731
+    started_all, training_s = time.perf_counter(), 0.0
     for epoch in range(args.epochs):
         train_loader.sampler.set_epoch(epoch)
         model.train()
@@ -57,19 +70,20 @@ def main() -> None:
             if step >= steps:
                 break
             optimizer.zero_grad()
-            loss = F.cross_entropy(model(normalize(x)), y)
+            loss = F.cross_entropy(model(prepare(x)), y, label_smoothing=args.label_smoothing)
             loss.backward()
             optimizer.step()
             scheduler.step()
             seen += len(y)
         train_s = time.perf_counter() - started
+        training_s += train_s
         model.eval()
         correct = total = 0
         with torch.inference_mode():
             for step, (x, y) in enumerate(val_loader):
                 if args.limit_val_batches and step >= args.limit_val_batches:
                     break
-                correct += (model(normalize(x)).argmax(1) == y).sum().item()
+                correct += (model(prepare(x)).argmax(1) == y).sum().item()
                 total += len(y)
         epoch_s = time.perf_counter() - started
         print(
@@ -83,6 +97,21 @@ def main() -> None:
             ),
             flush=True,
         )
+    if args.test:
+        datamodule.setup("test")
+        correct = total = 0
+        with torch.inference_mode():
+            for x, y in datamodule.test_dataloader():
+                correct += (model(prepare(x)).argmax(1) == y).sum().item()
+                total += len(y)
+        recipe = {k: v for k, v in vars(args).items() if k not in ("data_dir", "variants", "steps", "test")}
+        result = {
+            "test_acc": round(correct / total, 4),
+            "training_s": round(training_s, 2),  # training steps only
+            "seconds": round(time.perf_counter() - started_all, 2),  # data loading excluded, validation included
+            "recipe": recipe,
+        }
+        print(json.dumps(result), flush=True)
 
 
 def native_variants() -> list[tuple[str, bool]]:

@@ -8,6 +8,8 @@ show that the harness works.
     python benchmarks/run.py                      # full: about 30 min on 2 CPU cores
     python benchmarks/run.py --quick --out outputs/benchmarks/quick
     python benchmarks/run.py --only inference,evaluation
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/run.py --only time_to_accuracy
+                                                  # an AVX-512 CPU standing in for an AVX2-only one
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+STUDIES = ROOT / "benchmarks" / "studies"  # hand-written write-ups of one-off measurements, appended to BENCHMARKS.md
 BENCHMARKS = ("training", "time_to_accuracy", "startup", "evaluation", "inference", "runtimes", "serving")
 TARGET_ACC = 0.99
 
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     from mnist_lightning.runs.lineage import lineage
 
     info = lineage()
+    capped = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k)}
+    if capped:  # kernels limited to an older instruction set, to stand in for an older CPU: a section of its own
+        info["machine"]["cpu"] += " limited to " + ", ".join(f"{k}={v}" for k, v in capped.items())
     bench = Bench(Path(args.data_dir), quick=args.quick, repeats=repeats)
     results = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
@@ -925,6 +931,8 @@ def render(all_results: list[dict]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Method:", ""] + [f"- {r['figure']}: {r['method']}" for r in results["rows"] if r["method"]]
         lines.append("")
+    for study in sorted(STUDIES.glob("*.md")):
+        lines += [f"<!-- from {study.relative_to(ROOT)} -->", study.read_text().strip(), ""]
     return "\n".join(lines)
 
 
