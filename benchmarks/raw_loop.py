@@ -138,7 +138,7 @@ def variants(args) -> None:
     for fmt, amp in native_variants():
         torch.manual_seed(args.seed)
         memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
-        model = build_network(arch="cnn").to(memory_format=memory_format).train()
+        model = build_network(arch=args.arch).to(memory_format=memory_format).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         seen = 0
         for step, (x, y) in enumerate(batches):

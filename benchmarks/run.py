@@ -114,7 +114,7 @@ def log(message: str) -> None:
 def slug(machine: dict) -> str:
     name = machine.get("accelerator") or machine.get("cpu") or "machine"
     text = "".join(c if c.isalnum() else "-" for c in name.lower())
-    return "-".join(part for part in text.split("-") if part)[:60]
+    return "-".join(part for part in text.split("-") if part)[:100]
 
 
 def median(values: list[float]) -> float | None:
@@ -903,6 +903,7 @@ def render(all_results: list[dict]) -> str:
         "`benchmarks/raw_loop.py` (our in-memory data path in a hand-written loop).",
         "Each section below is one machine; a machine without a section was not measured. "
         "Run `make benchmark` there to add one.",
+        "Write-ups of one-off studies (benchmarks/studies/) follow the machines.",
         "",
     ]
     for results in all_results:
