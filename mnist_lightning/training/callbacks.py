@@ -1,7 +1,7 @@
 """Callbacks built on Lightning's own: training throughput per epoch, and what a target-metric stop reached.
 
-Stopping at a target metric is Lightning's `EarlyStopping(stopping_threshold=...)` (see
-conf/experiment/fast.yaml); `target_reached` reads back when it fired, for metrics.json.
+Stopping at a target metric is Lightning's `EarlyStopping(stopping_threshold=...)`, added as one more callback
+(the README shows the overrides); `target_reached` reads back when it fired, for metrics.json.
 """
 
 from __future__ import annotations
