@@ -98,6 +98,7 @@ def train(cfg: DictConfig) -> dict:
 
     # what fit logged last (test() replaces callback_metrics): val/acc, val/loss, train/loss, ...
     last_logged = {k: _number(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
+    reached = target_reached(callbacks, trainer, fit_seconds)  # reads callback_metrics, which test() replaces
     val_samples, val_split_size = _validated(trainer, datamodule)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     pruned = pruning is not None and pruning.pruned_at_epoch is not None
@@ -133,7 +134,7 @@ def train(cfg: DictConfig) -> dict:
         # the clock time of the first training step, and the seconds from this function's start to it
         "first_step_at": throughput.first_step_at if throughput else None,
         "setup_s": round(throughput.first_step_at - started, 2) if throughput and throughput.first_step_at else None,
-        "target_reached": target_reached(callbacks, trainer, fit_seconds),
+        "target_reached": reached,
         "resumed_from": str(resume_from) if resume_from else None,
         "resumes": resumes,
         "data_md5": getattr(datamodule, "file_md5", None),

@@ -60,7 +60,8 @@ def target_reached(callbacks: list, trainer: pl.Trainer, seconds: float) -> dict
         if isinstance(callback, EarlyStopping) and callback.stopping_reason == EarlyStoppingReason.STOPPING_THRESHOLD:
             return {
                 "metric": callback.monitor,
-                "value": round(float(callback.best_score), 6),
+                # the value that crossed the threshold: EarlyStopping stops before it updates best_score
+                "value": round(float(trainer.callback_metrics.get(callback.monitor, callback.best_score)), 6),
                 "target": callback.stopping_threshold,
                 "epoch": callback.stopped_epoch,
                 "global_step": trainer.global_step,
