@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     info = lineage()
     capped = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k)}
     if capped:  # kernels limited to an older instruction set, to stand in for an older CPU: a section of its own
-        info["machine"]["cpu"] += " limited to " + ", ".join(f"{k}={v}" for k, v in capped.items())
+        info["machine"]["limited_to"] = ", ".join(f"{k}={v}" for k, v in capped.items())
     bench = Bench(Path(args.data_dir), quick=args.quick, repeats=repeats)
     results = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
@@ -111,8 +111,14 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def slug(machine: dict) -> str:
+def title(machine: dict) -> str:
+    """The machine's name: its accelerator, else its CPU, and any instruction-set limit the run was under."""
     name = machine.get("accelerator") or machine.get("cpu") or "machine"
+    return f"{name} limited to {machine['limited_to']}" if machine.get("limited_to") else name
+
+
+def slug(machine: dict) -> str:
+    name = title(machine)
     text = "".join(c if c.isalnum() else "-" for c in name.lower())
     return "-".join(part for part in text.split("-") if part)[:100]
 
@@ -386,7 +392,9 @@ class Bench:
         imports = self.import_times()
         log(f"   imports {imports}")
         limit = ["trainer.limit_train_batches=20", "trainer.limit_val_batches=2"] if self.quick else []
-        profiled = self.train("profiled_epoch", ["trainer.max_epochs=1", "trainer.profiler=simple", *limit])
+        # no sanity-check batches: they would count as validation that happens outside the epoch
+        overrides = ["trainer.max_epochs=1", "trainer.profiler=simple", "trainer.num_sanity_val_steps=0", *limit]
+        profiled = self.train("profiled_epoch", overrides)
         epoch = epoch_profile(profiled["run_dir"] / "profile" / "fit-profile.txt")
         log(f"   epoch {epoch}")
         top = ", ".join(f"{name} {seconds} s" for name, seconds in list(imports["by_package"].items())[:6])
@@ -431,23 +439,7 @@ class Bench:
         args += ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
         args += ["trainer.limit_test_batches=1", "trainer.enable_progress_bar=false"]
         self.child("importtime", args)
-        by_package: dict[str, int] = {}
-        tree = []  # (own microseconds, cumulative, depth, module) in importtime's order: children before parents
-        for line in (self.scratch / "importtime.err").read_text().splitlines():
-            if not line.startswith("import time:") or "|" not in line or "self [us]" in line:
-                continue
-            own, cumulative, name = line.removeprefix("import time:").split("|")
-            depth = (len(name) - len(name.lstrip())) // 2
-            tree.append((int(own), int(cumulative), depth, name.strip()))
-            package = name.strip().split(".")[0]
-            by_package[package] = by_package.get(package, 0) + int(own)
-        chain = next((c for _, c, _, n in tree if n == "torchmetrics.functional"), 0)
-        ordered = sorted(by_package.items(), key=lambda item: -item[1])
-        return {
-            "total_s": round(sum(by_package.values()) / 1e6, 2),
-            "by_package": {name: round(us / 1e6, 2) for name, us in ordered[:12]},
-            "torchmetrics_chain_s": round(chain / 1e6, 2),
-        }
+        return import_profile((self.scratch / "importtime.err").read_text())
 
     def evaluation(self) -> list[dict]:
         """10,000 test images: torchvision dataset + per-sample transforms vs our evaluate pipeline's inference."""
@@ -866,6 +858,25 @@ class Bench:
         return path
 
 
+def import_profile(stderr: str) -> dict:
+    """`python -X importtime` output summed by top-level package (each module's own time), in seconds."""
+    by_package: dict[str, int] = {}
+    cumulative = {}
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or line.count("|") != 2 or "self [us]" in line:
+            continue
+        own, total, name = line.removeprefix("import time:").split("|")
+        cumulative[name.strip()] = int(total)
+        package = name.strip().split(".")[0]
+        by_package[package] = by_package.get(package, 0) + int(own)
+    ordered = sorted(by_package.items(), key=lambda item: -item[1])
+    return {
+        "total_s": round(sum(by_package.values()) / 1e6, 2),
+        "by_package": {name: round(us / 1e6, 2) for name, us in ordered[:12]},
+        "torchmetrics_chain_s": round(cumulative.get("torchmetrics.functional", 0) / 1e6, 2),
+    }
+
+
 def epoch_profile(report: Path) -> dict:
     """Where one training epoch went, from SimpleProfiler's report (one row per action: name | mean | calls |
     total | percent)."""
@@ -882,6 +893,11 @@ def epoch_profile(report: Path) -> dict:
     forward, backward = share("Strategy.training_step"), share("Strategy.backward")
     steps = totals["run_training_batch"]
     validation = share("Strategy.validation_step", "val_next")
+    if steps + validation > epoch * 1.001:
+        raise ValueError(
+            f"{report}: more validation than fits in the epoch; the sanity-check batches count as validation "
+            f"outside it: profile with trainer.num_sanity_val_steps=0"
+        )
     pct = lambda seconds: round(100 * seconds / epoch, 2)  # noqa: E731
     return {
         "epoch_s": round(epoch, 2),
@@ -908,9 +924,8 @@ def render(all_results: list[dict]) -> str:
     ]
     for results in all_results:
         machine, versions = results["machine"], results["versions"]
-        title = machine.get("accelerator") or machine.get("cpu")
         lines += [
-            f"## {title}{' (quick run: figures not comparable)' if results['quick'] else ''}",
+            f"## {title(machine)}{' (quick run: figures not comparable)' if results['quick'] else ''}",
             "",
             f"- machine: {machine.get('cpu')}, {machine.get('cpu_count')} cores, {machine.get('os')}, "
             f"accelerator: {machine.get('accelerator') or 'none'}",
@@ -920,9 +935,10 @@ def render(all_results: list[dict]) -> str:
         ]
         if results.get("partial"):
             earlier = results["earlier"]
+            dates = ", ".join(f"{name} {date}" for name, date in sorted(results["partial"].items()))
             lines.append(
-                f"- re-measured at that date and commit: {', '.join(sorted(results['partial']))}; the "
-                f"other rows date from {earlier['date']}, commit {str(earlier['git_commit'])[:10]}"
+                f"- re-measured on their own: {dates} (the newest at the commit above); the other rows date "
+                f"from {earlier['date']}, commit {str(earlier['git_commit'])[:10]}"
             )
         lines += ["", "| figure | ours | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
         for r in results["rows"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import open_dict
 
-from conftest import CONF_DIR, run_cli
+from conftest import CONF_DIR, ROOT, run_cli
 from mnist_lightning.cli.build import build, build_each, build_trainer
 from mnist_lightning.errors import UserError
 
@@ -221,8 +222,16 @@ def test_the_simple_profiler_reports_into_the_run_folder(tmp_path, mnist_dir):
 
     limits = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2"]
     limits += ["trainer.limit_test_batches=2", "trainer.enable_progress_bar=false", "logger=none"]
+    limits += ["trainer.num_sanity_val_steps=0"]  # their validation would fall outside the profiled epoch
     cfg = compose_train(["trainer.profiler=simple", f"paths.data_dir={mnist_dir}", *limits], tmp_path / "run")
     metrics = train(cfg)
     report = (tmp_path / "run" / "profile" / "fit-profile.txt").read_text()
     assert "run_training_epoch" in report and "run_training_batch" in report, report[:2000]
+    # the benchmark's reader of this report: every share of the epoch found and none negative
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shares = bench.epoch_profile(tmp_path / "run" / "profile" / "fit-profile.txt")
+    assert shares["epoch_s"] > 0 and min(shares.values()) >= 0, shares
+    assert 99 <= sum(v for k, v in shares.items() if k.endswith("_pct")) <= 101, shares
     assert metrics["setup_s"] > 0 and metrics["first_step_at"] > 0
