@@ -30,7 +30,7 @@ def test_widths_and_dropouts_are_configurable():
 
 
 def test_unknown_network_or_argument_is_a_clear_error():
-    with pytest.raises(ValueError, match="arch='resnet'.*cnn, mlp"):
+    with pytest.raises(ValueError, match="arch='resnet'.*choose one of cnn, bn_cnn, mlp"):
         build_network("resnet")
     with pytest.raises(ValueError, match="arch='cnn'.*widht"):
         build_network("cnn", widht=3)

@@ -93,7 +93,7 @@ def test_a_wheel_installs_into_a_fresh_venv_and_its_commands_work(tmp_path, mnis
     for command in (train_commands[0] + ["--help"], train_commands[1] + ["--help"]):
         helped = run(*command)
         assert helped.returncode == 0, helped.stderr[-3000:]
-        assert "== Configuration groups ==" in helped.stdout and "model: cnn, mlp" in helped.stdout
+        assert "== Configuration groups ==" in helped.stdout and "model: bn_cnn, cnn, mlp" in helped.stdout
 
     trained = run(str(venv / "bin" / "mnist-train"), *TINY)
     assert trained.returncode == 0, trained.stderr[-3000:]
