@@ -77,14 +77,7 @@ def main() -> None:
             seen += len(y)
         train_s = time.perf_counter() - started
         training_s += train_s
-        model.eval()
-        correct = total = 0
-        with torch.inference_mode():
-            for step, (x, y) in enumerate(val_loader):
-                if args.limit_val_batches and step >= args.limit_val_batches:
-                    break
-                correct += (model(prepare(x)).argmax(1) == y).sum().item()
-                total += len(y)
+        val_acc = accuracy(model, val_loader, prepare, args.limit_val_batches)
         epoch_s = time.perf_counter() - started
         print(
             json.dumps(
@@ -92,26 +85,35 @@ def main() -> None:
                     "epoch": epoch + 1,
                     "train_samples_per_s": round(seen / train_s, 1),
                     "epoch_s": round(epoch_s, 3),
-                    "val_acc": round(correct / total, 4),
+                    "val_acc": round(val_acc, 4),
                 }
             ),
             flush=True,
         )
     if args.test:
         datamodule.setup("test")
-        correct = total = 0
-        with torch.inference_mode():
-            for x, y in datamodule.test_dataloader():
-                correct += (model(prepare(x)).argmax(1) == y).sum().item()
-                total += len(y)
+        test_acc = accuracy(model, datamodule.test_dataloader(), prepare)
         recipe = {k: v for k, v in vars(args).items() if k not in ("data_dir", "variants", "steps", "test")}
         result = {
-            "test_acc": round(correct / total, 4),
+            "test_acc": round(test_acc, 4),
             "training_s": round(training_s, 2),  # training steps only
             "seconds": round(time.perf_counter() - started_all, 2),  # data loading excluded, validation included
             "recipe": recipe,
         }
         print(json.dumps(result), flush=True)
+
+
+def accuracy(model, loader, prepare, limit_batches: int = 0) -> float:
+    """Share of right answers over the loader's batches (the first `limit_batches` of them when > 0)."""
+    model.eval()
+    correct = total = 0
+    with torch.inference_mode():
+        for step, (x, y) in enumerate(loader):
+            if limit_batches and step >= limit_batches:
+                break
+            correct += (model(prepare(x)).argmax(1) == y).sum().item()
+            total += len(y)
+    return correct / total
 
 
 def native_variants() -> list[tuple[str, bool]]:

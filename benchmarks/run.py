@@ -183,9 +183,9 @@ class Bench:
         lines = out_path.read_text().splitlines()
         return {"lines": lines, "wall_s": wall, "rss_mb": rss_mb, "launched_at": launched_at}
 
-    def baseline(self, name: str, epochs: int, extra: list[str] | None = None) -> dict:
+    def baseline(self, name: str, *args: str) -> dict:
+        """benchmarks/reference.py with these arguments (e.g. "--epochs", "1"); quick runs add small limits."""
         limit = ["--limit-batches", "20", "--eval-limit", "1000"] if self.quick else []
-        args = extra if extra is not None else ["--epochs", str(epochs)]
         got = self.child(name, ["benchmarks/reference.py", "--data-dir", str(self.data_dir), *args, *limit])
         got["epochs"] = [json.loads(line) for line in got["lines"] if line.startswith('{"epoch"')]
         return got
@@ -229,7 +229,7 @@ class Bench:
         """One epoch (55,000 train + 5,000 val) of the baseline, our default config, and our raw loop."""
         base, ours, raw, fastest = [], [], [], []
         for i in range(self.repeats):  # interleaved, so that all of them see the same machine
-            b = self.baseline(f"baseline_epoch_{i}", epochs=1)
+            b = self.baseline(f"baseline_epoch_{i}", "--epochs", "1")
             base.append(
                 {
                     "epoch_s": b["epochs"][0]["epoch_s"],
@@ -332,7 +332,7 @@ class Bench:
         gets there, against `experiment=fast` on 5 seeds, all in the same run."""
         seeds = (1,) if self.quick else (1, 2, 3, 4, 5)
         baseline_args = ["--epochs", "1"] if self.quick else ["--epochs", "10", "--until-acc", str(TARGET_ACC)]
-        b = self.baseline("baseline_to_99", epochs=0, extra=baseline_args)
+        b = self.baseline("baseline_to_99", *baseline_args)
         reached = [e for e in b["epochs"] if e["test_acc"] >= TARGET_ACC]
         base_time = round(reached[0]["unix_time"] - b["launched_at"], 2) if reached else None
         base_note = (
@@ -384,7 +384,7 @@ class Bench:
         package (`python -X importtime`), and where a training epoch goes (Lightning's SimpleProfiler)."""
         ours, base = [], []
         for i in range(self.repeats):
-            b = self.baseline(f"baseline_startup_{i}", epochs=1, extra=["--epochs", "1", "--limit-batches", "20"])
+            b = self.baseline(f"baseline_startup_{i}", "--epochs", "1", "--limit-batches", "20")
             base.append(round(b["epochs"][0]["first_step_unix_time"] - b["launched_at"], 2))
             o = self.train(f"startup_{i}", ["trainer.max_epochs=1", "trainer.limit_train_batches=20"])
             ours.append(round(o["metrics"]["first_step_at"] - o["launched_at"], 2))
