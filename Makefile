@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Re-install only when the dependencies change: a second `make install` does nothing.
 STAMP := $(VENV)/.installed
 # what lint and format look at
-CODE := mnist_lightning tests benchmarks hydra_plugins tools notebooks
+CODE := mnist_lightning conf tests benchmarks hydra_plugins tools notebooks
 
 .PHONY: help install data train evaluate predict serve export register examples sweep search summary tensorboard benchmark \
 	benchmark-quick test test-fast lint format clean

@@ -69,7 +69,7 @@ def _summary(run_dir: Path, checkpoint: Path, metrics: dict) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)

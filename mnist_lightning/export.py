@@ -50,7 +50,7 @@ def export(cfg: DictConfig) -> dict:
     return meta
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     try:
         export(cfg)

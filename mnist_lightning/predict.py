@@ -104,7 +104,7 @@ def _table(results: list[dict], checkpoint: Path, out_file: Path) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     try:
         results = predict(cfg)

@@ -103,7 +103,7 @@ def exported(cfg: DictConfig, checkpoint: Path) -> Path | None:
     return folder
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="register")
+@hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="register")
 def main(cfg: DictConfig) -> None:
     try:
         register(cfg)

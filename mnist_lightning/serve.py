@@ -106,7 +106,7 @@ def check_port_free(host: str, port: int) -> None:
         raise UserError(f"host={host} port={port}: that address {reason}; choose another with port=N") from exc
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="serve")
+@hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     try:
         serve(cfg)

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import open_dict
 
-from conftest import CONF_DIR, ROOT, run_cli
+from helpers import CONF_DIR, ROOT, run_cli
 from mnist_lightning.cli.build import build, build_each, build_trainer
 from mnist_lightning.errors import UserError
 

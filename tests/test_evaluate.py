@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli
 from mnist_lightning.errors import UserError
 from mnist_lightning.inference import reports
 from mnist_lightning.models.checkpoint import load_network

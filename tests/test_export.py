@@ -14,7 +14,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, run_without, start_server, stop_server
+from helpers import ROOT, run_cli, run_without, start_server, stop_server
 from mnist_lightning.data.files import load_split
 from mnist_lightning.data.transforms import normalize
 from mnist_lightning.errors import UserError

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli, run_dirs
+from helpers import run_cli, run_dirs
 
 pytestmark = pytest.mark.slow  # training processes killed and resumed
 

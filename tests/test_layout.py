@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 
 PACKAGE = ROOT / "mnist_lightning"
 VERBS = {"train", "evaluate", "predict", "summarize", "serve", "export", "register"}
@@ -45,15 +45,26 @@ def package_imports(path: Path) -> set[str]:
 
 
 def modules() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py") if "conf" not in p.relative_to(PACKAGE).parts)
+    return sorted(PACKAGE.rglob("*.py"))
 
 
 def test_the_top_level_holds_only_the_verbs():
     top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "errors"}
     assert top == VERBS, "a module that is not a verb belongs in a subpackage"
-    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == {*ALLOWED} - {"errors"} | {
-        "conf"
-    }
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == {*ALLOWED} - {"errors"}
+
+
+def test_the_configs_live_at_the_top_level_and_every_package_is_installed():
+    """conf/ is the package mnist_lightning.conf once installed; pyproject.toml lists the packages by hand (no
+    package search finds a package whose folder is not under its parent), so a new subpackage must be added there."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"mnist_lightning.conf": "conf"}
+    assert (ROOT / "conf" / "train.yaml").is_file() and not (PACKAGE / "conf").exists()
+    inits = [*PACKAGE.rglob("__init__.py"), *ROOT.glob("hydra_plugins/*/__init__.py")]
+    in_tree = {".".join(p.parent.relative_to(ROOT).parts) for p in inits}
+    assert set(setuptools["packages"]) == in_tree | {"mnist_lightning.conf"}, "add the new package to pyproject.toml"
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import renderings
-from conftest import start_server, stop_server
+from helpers import start_server, stop_server
 from mnist_lightning.data.files import load_split
 from mnist_lightning.inference import statistics
 from mnist_lightning.serving.ab import hashed_share

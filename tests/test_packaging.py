@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_dirs
+from helpers import ROOT, run_dirs
 
 pytestmark = pytest.mark.slow  # builds and installs a wheel, then trains
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import start_server, stop_server
+from helpers import start_server, stop_server
 from mnist_lightning.data.files import load_split
 from mnist_lightning.inference import preprocess
 from mnist_lightning.inference.runtime import probabilities

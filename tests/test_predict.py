@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import renderings as examples
-from conftest import run_cli
+from helpers import run_cli
 from mnist_lightning.data.files import load_split
 from mnist_lightning.data.transforms import normalize
 from mnist_lightning.inference import preprocess

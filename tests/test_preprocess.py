@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import renderings as examples
+from helpers import huge_png
 from mnist_lightning.data.files import load_split
 from mnist_lightning.inference import preprocess
 
@@ -99,18 +98,6 @@ def test_truncated_file(digits, tmp_path):
     path.write_bytes(content[: len(content) // 2])
     with pytest.raises(preprocess.ImageError, match="cut.jpg: not a readable image"):
         preprocess.open_image(path)
-
-
-def huge_png(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of the given size, a few kilobytes on disk (the shape of a decompression bomb)."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = b"\x00" + b"\x00" * ((width + 7) // 8)
-    raw = zlib.compress(row * height, 9)
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
 
 
 def test_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path):

@@ -7,7 +7,7 @@ import json
 import mlflow
 import pytest
 
-from conftest import ROOT, run_cli, run_dirs
+from helpers import ROOT, run_cli, run_dirs
 from mnist_lightning.errors import UserError
 from mnist_lightning.runs import lineage, registry
 

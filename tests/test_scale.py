@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import run_cli, run_dirs
+from helpers import run_cli, run_dirs
 
 pytestmark = pytest.mark.slow  # two training processes
 

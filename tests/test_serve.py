@@ -14,10 +14,9 @@ import pytest
 from PIL import Image
 
 import renderings
-from conftest import ROOT, run_without, start_server, stop_server
+from helpers import ROOT, huge_png, run_without, start_server, stop_server
 from mnist_lightning.data.files import load_split
 from mnist_lightning.runs import lineage
-from test_preprocess import huge_png
 
 pytestmark = pytest.mark.slow  # each module starts a server with the shared trained model
 

@@ -128,6 +128,6 @@ def test_serve_refuses_bad_monitoring_and_ab_settings_before_loading_a_model(set
 
 @pytest.fixture
 def free_port_number() -> int:
-    from conftest import free_port
+    from helpers import free_port
 
     return free_port()

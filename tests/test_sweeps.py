@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli
 from mnist_lightning import summarize
 from mnist_lightning.runs import layout, lock
 from mnist_lightning.runs.summary import summarize as summarize_runs

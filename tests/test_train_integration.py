@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli, run_dirs
+from helpers import run_cli, run_dirs
 from mnist_lightning.runs import lineage
 from mnist_lightning.training.precision import auto_precision
 

@@ -1,0 +1,54 @@
+"""The service as a subprocess on 127.0.0.1 and a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(cwd: Path, data_dir: Path, *overrides: str, port: int | None = None, wait: bool = True):
+    """`python -m mnist_lightning.serve` on 127.0.0.1 and a free port, as a subprocess; waits for /health."""
+    import httpx
+
+    port = port or free_port()
+    log_path = cwd / f"serve-{port}.log"
+    env = {**os.environ, "MNIST_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mnist_lightning.serve", f"port={port}", *overrides],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    handle = SimpleNamespace(process=process, port=port, url=f"http://127.0.0.1:{port}", log=log_path.read_text)
+    deadline = time.monotonic() + 180
+    while wait:
+        assert process.poll() is None, f"the server exited with {process.returncode}:\n{handle.log()[-3000:]}"
+        try:
+            if httpx.get(f"{handle.url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not answer /health within 180 s:\n" + handle.log()[-3000:]
+        time.sleep(0.2)
+    return handle
+
+
+def stop_server(handle) -> int:
+    """SIGTERM, as a process manager stops a service; the exit status."""
+    if handle.process.poll() is None:
+        handle.process.send_signal(signal.SIGTERM)
+    return handle.process.wait(60)
