@@ -7,14 +7,13 @@ reliability diagram) into its own run folder, and the figures to that folder's T
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from mnist_lightning.errors import UserError
+from mnist_lightning.cli.task import task
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +69,9 @@ def _summary(run_dir: Path, checkpoint: Path, metrics: dict) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="evaluate")
+@task
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except UserError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ the run's `export/` folder, after checking that both give PyTorch's predictions 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from mnist_lightning.errors import UserError
+from mnist_lightning.cli.task import task
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +50,9 @@ def export(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="export")
+@task
 def main(cfg: DictConfig) -> None:
-    try:
-        export(cfg)
-    except UserError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    export(cfg)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mnist_lightning.cli.task import task
 from mnist_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,9 @@ def _table(results: list[dict], checkpoint: Path, out_file: Path) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="predict")
+@task
 def main(cfg: DictConfig) -> None:
-    try:
-        results = predict(cfg)
-    except UserError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    results = predict(cfg)
     if not any("prediction" in r for r in results):
         sys.exit(1)  # nothing could be predicted
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from mnist_lightning.cli.task import task
 from mnist_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,9 @@ def exported(cfg: DictConfig, checkpoint: Path) -> Path | None:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="register")
+@task
 def main(cfg: DictConfig) -> None:
-    try:
-        register(cfg)
-    except UserError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    register(cfg)
 
 
 if __name__ == "__main__":

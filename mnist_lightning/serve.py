@@ -10,29 +10,24 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from mnist_lightning.errors import UserError
+from mnist_lightning.cli.task import task
+from mnist_lightning.errors import UserError, require_extra
 
 log = logging.getLogger(__name__)
 
 
 def serve(cfg: DictConfig) -> None:
-    try:
-        import uvicorn
+    require_extra("serve", "uvicorn", "fastapi", "multipart", "prometheus_client", needed_for="serving")
+    import uvicorn
 
-        from mnist_lightning.serving.app import ServeSettings, create_app
-    except ImportError as exc:
-        raise UserError(
-            f"serving needs the serve extra ({exc.name} is missing): pip install 'mnist-lightning[serve]' "
-            f"(in a checkout: pip install -e '.[serve]')"
-        ) from exc
     from mnist_lightning.inference.runtime import pick_device
     from mnist_lightning.runs.resolve import resolve_model
+    from mnist_lightning.serving.app import ServeSettings, create_app
     from mnist_lightning.serving.model import ServedModel
 
     check_port_free(cfg.host, cfg.port)
@@ -107,12 +102,9 @@ def check_port_free(host: str, port: int) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="serve")
+@task
 def main(cfg: DictConfig) -> None:
-    try:
-        serve(cfg)
-    except UserError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    serve(cfg)
 
 
 if __name__ == "__main__":

@@ -215,4 +215,4 @@ def test_a_taken_port_is_refused_in_one_line(server, mnist_dir, tmp_path):
 def test_without_the_serve_extra_one_line_says_what_to_install(tmp_path, mnist_dir):
     result = run_without("uvicorn", "serve", tmp_path, mnist_dir)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "serving needs the serve extra (uvicorn is missing): pip install 'mnist-lightning[serve]'" in result.stderr
+    assert "serving needs the serve extra (uvicorn missing): pip install 'mnist-lightning[serve]'" in result.stderr

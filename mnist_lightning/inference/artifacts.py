@@ -17,7 +17,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from mnist_lightning.errors import UserError
+from mnist_lightning.errors import UserError, require_extra
 from mnist_lightning.runs import atomic, layout, lineage
 
 ONNX_FILE, PT2_FILE, META_FILE = "model.onnx", "model.pt2", "model.json"
@@ -36,17 +36,7 @@ def default_dir(checkpoint: str | Path) -> Path:
 
 
 def require_export_extra() -> None:
-    missing = []
-    for module in ("onnx", "onnxscript", "onnxruntime"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise UserError(
-            f"exporting needs the export extra ({', '.join(missing)} missing): "
-            f"pip install 'mnist-lightning[export]' (in a checkout: pip install -e '.[export]')"
-        )
+    require_extra("export", "onnx", "onnxscript", "onnxruntime", needed_for="exporting")
 
 
 def export(

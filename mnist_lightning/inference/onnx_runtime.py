@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_lightning.errors import UserError
+from mnist_lightning.errors import UserError, require_extra
 from mnist_lightning.inference import artifacts
 
 
@@ -17,13 +17,9 @@ class OnnxModel:
     runtime = "onnxruntime"
 
     def __init__(self, path: str | Path, mean: float = 0.1307, std: float = 0.3081) -> None:
-        try:
-            import onnxruntime
-        except ImportError as exc:
-            raise UserError(
-                "runtime=onnx needs ONNX Runtime: pip install 'mnist-lightning[export]' "
-                "(in a checkout: pip install -e '.[export]')"
-            ) from exc
+        require_extra("export", "onnxruntime", needed_for="runtime=onnx")
+        import onnxruntime
+
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: the session's own warnings are not the user's business
         try:

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mnist_lightning.errors import UserError
+from mnist_lightning.errors import UserError, require_extra
 from mnist_lightning.runs import lineage
 
 PREFIX = "registry:"
@@ -37,13 +37,9 @@ def artifact_location(outputs_root: str | Path) -> str:
 
 def client(outputs_root: str | Path):
     """An MlflowClient on the project's store; one line saying what to install when MLflow is missing."""
-    try:
-        import mlflow
-    except ImportError as exc:
-        raise UserError(
-            "the model registry needs the mlflow extra: pip install 'mnist-lightning[mlflow]' "
-            "(in a checkout: pip install -e '.[mlflow]')"
-        ) from exc
+    require_extra("mlflow", "mlflow", needed_for="the model registry")
+    import mlflow
+
     for name in ("mlflow", "alembic"):  # their INFO lines (creating tables, migrations) are not the user's business
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
