@@ -1,29 +1,31 @@
-"""The benchmark harness's readers of `python -X importtime` output and of Lightning's SimpleProfiler report."""
+"""The benchmark harness's statistics and its readers of `python -X importtime` output and of Lightning's
+SimpleProfiler report."""
 
 from __future__ import annotations
 
-import importlib.util
+import statistics
 import subprocess
 import sys
 
 import pytest
 
-from helpers import ROOT
+from benchmarks.harness import median, percentile
+from benchmarks.parsers import epoch_profile, import_profile
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def test_percentile_interpolates_and_its_median_is_the_usual_one():
+    for values in ([3.0], [2.0, 1.0], [5.0, 1.0, 4.0], [0.5, 9.0, 2.0, 7.5]):
+        assert median(values) == statistics.median(values)
+    assert median([None, 2.0, 4.0]) == 3.0 and median([None]) is None  # runs that measured nothing left out
+    latencies = [float(ms) for ms in range(1, 101)]  # 1..100 ms, in any order
+    assert percentile(latencies[::-1], 0.99) == pytest.approx(99.01) and percentile(latencies, 1.0) == 100.0
 
 
-def test_import_profile_sums_own_times_by_top_level_package(bench):
+def test_import_profile_sums_own_times_by_top_level_package():
     real = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import json, email.mime.text"], capture_output=True, text=True
     )
-    profile = bench.import_profile(real.stderr)
+    profile = import_profile(real.stderr)
     assert {"json", "email"} <= set(profile["by_package"]) and profile["total_s"] > 0
     assert profile["torchmetrics_chain_s"] == 0.0  # no torchmetrics here
     made_up = "\n".join(
@@ -35,20 +37,20 @@ def test_import_profile_sums_own_times_by_top_level_package(bench):
             "some other line",
         ]
     )
-    assert bench.import_profile(made_up) == {
+    assert import_profile(made_up) == {
         "total_s": 0.0,  # 600 us
         "by_package": {"torchvision": 0.0, "torchmetrics": 0.0},
         "torchmetrics_chain_s": 0.0,
     }
     scaled = made_up.replace("00 |", "0000 |")  # the same tree in tens of milliseconds
-    assert bench.import_profile(scaled) == {
+    assert import_profile(scaled) == {
         "total_s": 0.06,
         "by_package": {"torchvision": 0.03, "torchmetrics": 0.03},
         "torchmetrics_chain_s": 0.05,
     }
 
 
-def test_epoch_profile_splits_the_epoch_into_shares(bench, tmp_path):
+def test_epoch_profile_splits_the_epoch_into_shares(tmp_path):
     rows = [
         ("run_training_epoch", 10.0),
         ("run_training_batch", 9.0),
@@ -64,7 +66,7 @@ def test_epoch_profile_splits_the_epoch_into_shares(bench, tmp_path):
     lines += [f"|  {name}\t|  0.1\t|  10\t|  {total}\t|  {total * 10}\t|" for name, total in rows]
     report = tmp_path / "fit-profile.txt"
     report.write_text("\n".join(lines) + "\n")
-    assert bench.epoch_profile(report) == {
+    assert epoch_profile(report) == {
         "epoch_s": 10.0,
         "forward_pct": 30.0,
         "backward_pct": 50.0,
@@ -74,10 +76,10 @@ def test_epoch_profile_splits_the_epoch_into_shares(bench, tmp_path):
     }
 
 
-def test_epoch_profile_refuses_validation_from_outside_the_epoch(bench, tmp_path):
+def test_epoch_profile_refuses_validation_from_outside_the_epoch(tmp_path):
     rows = [("run_training_epoch", 2.0), ("run_training_batch", 1.8)]
     rows.append(("[Strategy]SingleDeviceStrategy.validation_step", 0.5))  # 0.3 s of it from the sanity check
     report = tmp_path / "fit-profile.txt"
     report.write_text("\n".join(f"|  {name}\t|  0.1\t|  10\t|  {total}\t|  1\t|" for name, total in rows) + "\n")
     with pytest.raises(ValueError, match="num_sanity_val_steps=0"):
-        bench.epoch_profile(report)
+        epoch_profile(report)
