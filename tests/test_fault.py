@@ -256,3 +256,20 @@ def test_a_run_folder_in_use_is_never_trained_into_by_a_second_process(tmp_path,
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_resuming_a_run_that_finished_its_schedule_is_refused_and_keeps_its_record(trained, mnist_dir, tmp_path):
+    import shutil
+
+    cwd, run_dir, _ = trained
+    shutil.copytree(cwd / "outputs", tmp_path / "outputs")  # a copy: other tests read the shared run
+    (copy,) = run_dirs(tmp_path)
+    before = (copy / "metrics.json").read_bytes(), (copy / "metrics.json").stat().st_mtime_ns
+    result = run_cli("mnist_lightning.train", "ckpt_path=last", cwd=tmp_path, data_dir=mnist_dir, timeout=180)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{copy} has already finished its schedule (epoch 2 of trainer.max_epochs=2, step 300)" in result.stderr
+    assert "Train longer in a new run" in result.stderr and "Traceback" not in result.stderr
+    assert "Trainer.fit" not in result.stderr, "refused before training"
+    after = (copy / "metrics.json").read_bytes(), (copy / "metrics.json").stat().st_mtime_ns
+    assert after == before, "a refused resume never rewrites the run's record"
+    assert json.loads(after[0])["val/acc_best"] is not None

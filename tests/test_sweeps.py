@@ -13,7 +13,7 @@ import torch
 
 from helpers import run_cli
 from mnist_lightning import summarize
-from mnist_lightning.runs import layout, lock
+from mnist_lightning.runs import layout, lock, record
 from mnist_lightning.runs.summary import summarize as summarize_runs
 from mnist_lightning.training.pruning import OptunaPruning, open_storage
 
@@ -286,9 +286,24 @@ def test_summarize_cli_takes_a_folder_or_the_outputs_root(tmp_path, monkeypatch,
     layout.write_metrics(run, {"state": "finished", "val/acc_best": 0.99, "test/acc": 0.98, "epochs": 1})
     monkeypatch.chdir(tmp_path)
     assert summarize.main([f"paths.outputs_root={tmp_path / 'elsewhere'}"]) == 0
-    assert "| 2026-01-01/10-00-00-000000-1 |  | 99.00% | 98.00% | 1 |  | finished |" in capsys.readouterr().out
+    assert "| 2026-01-01/10-00-00-000000-1 |  | 99.00% | 98.00% |  | 1 |  | finished |" in capsys.readouterr().out
     assert summarize.main(["elsewhere"]) == 0 and (tmp_path / "elsewhere" / "summary.md").is_file()
     assert summarize.main(["dir=elsewhere", "nosuch.key=1"]) == 2  # an override of nothing: one line, no traceback
+
+
+def test_summaries_mark_runs_tested_on_part_of_a_split_and_rank_them_after_full_ones(tmp_path):
+    full = {"state": "finished", "val/acc_best": 0.99, "val_samples": 5000, "val_split_size": 5000}
+    limited = {**full, "val/acc_best": 1.0, "test_samples": 128, "test_split_size": 10000}  # debug=limit
+    for name, metrics in (("full", full), ("limited", limited)):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / "train.log").write_text("")
+        layout.write_metrics(tmp_path / name, metrics)
+    rows, _ = summarize_runs(tmp_path)
+    assert [(r["run"], r["partial"]) for r in rows] == [("full", ""), ("limited", "yes")]
+    assert "on 128 of 10,000 images: partial" in record.summary(
+        tmp_path,
+        {**limited, "test/acc": 1.0, "test/loss": 0.1, "best_checkpoint": None, "epochs": 1, "wall_time_s": 1.0},
+    )
 
 
 def validation(trainer_epoch: int, **metrics) -> SimpleNamespace:

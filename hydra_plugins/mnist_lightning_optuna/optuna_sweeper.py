@@ -215,10 +215,10 @@ class OptunaSweeper(Sweeper):
     def _fail_uncomposable(self, study, trial, job: list[str], job_dir: Path, exc: Exception) -> None:
         import optuna
 
-        from mnist_lightning.runs import layout
+        from mnist_lightning.runs import layout, record
 
         error = f"{exc.__class__.__name__}: {' '.join(str(exc).split())}"
-        layout.write_metrics(job_dir, {"state": "failed", "error": error, "overrides": job})
+        layout.write_metrics(job_dir, record.failed(job_dir, error, overrides=job))
         trial.set_user_attr("job_dir", str(job_dir))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         log.warning("Trial %d failed: its configuration does not compose (%s)", trial.number, error)

@@ -33,6 +33,27 @@ def build_each(group: DictConfig | None, key: str) -> list:
     return [build(node, f"{key}.{name}") for name, node in group.items() if node is not None and "_target_" in node]
 
 
+def build_callbacks(cfg: DictConfig, loggers: list) -> list:
+    """The config's callbacks that fit this trainer and its loggers, then what every training run needs: Optuna's
+    pruning in a trial of a search, the random states in every checkpoint, a graceful stop on a signal."""
+    from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+
+    from mnist_lightning.training.pruning import OptunaPruning
+    from mnist_lightning.training.resume import ResumeState
+    from mnist_lightning.training.signals import GracefulStop
+
+    callbacks = build_each(cfg.get("callbacks"), "callbacks")
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar it was told not to show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    trial = cfg.get("optuna_trial")  # set by the Optuna sweeper for each trial
+    if trial:
+        pruner = build(trial.pruner, "optuna_trial.pruner") if trial.get("pruner") else None
+        callbacks.append(OptunaPruning.for_trial(trial, pruner, monitor=cfg.optimized_metric))
+    return [*callbacks, ResumeState(), GracefulStop()]
+
+
 def build_trainer(node: DictConfig, datamodule: Any = None, **kwargs: Any) -> Any:
     """The Lightning Trainer from the `trainer` group, with `precision: auto` resolved for this machine.
 

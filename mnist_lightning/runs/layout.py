@@ -32,16 +32,6 @@ def read_metrics(run_dir: str | Path) -> dict | None:
         return None
 
 
-def record_failure(run_dir: str | Path, error: BaseException, resuming: bool = False) -> None:
-    """metrics.json of a run that failed; a refused resume keeps what the run had and adds `resume_error`."""
-    text = f"{error.__class__.__name__}: {error}"
-    previous = read_metrics(run_dir) if resuming else None
-    if previous and previous.get("state") in ("finished", "interrupted"):
-        write_metrics(run_dir, {**previous, "resume_error": text})
-    else:
-        write_metrics(run_dir, {"state": "failed", "error": text})
-
-
 def read_overrides(run_dir: str | Path) -> list[str]:
     """The command-line overrides the run was started with (Hydra's .hydra/overrides.yaml)."""
     try:

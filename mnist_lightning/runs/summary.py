@@ -13,10 +13,11 @@ from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from mnist_lightning.runs import atomic, layout
+from mnist_lightning.runs import atomic, layout, record
 from mnist_lightning.runs.lock import lock_holder
 
-COLUMNS = ["run", "overrides", "val/acc_best", "test/acc", "epochs", "wall_time_s", "state"]
+# partial: validated or tested on part of its split (debug presets, trainer.limit_*_batches), not comparable
+COLUMNS = ["run", "overrides", "val/acc_best", "test/acc", "partial", "epochs", "wall_time_s", "state"]
 # overrides that say how a run was launched, not what it trained
 LAUNCH_KEYS = ("optuna_trial", "hparams_search", "trainer.enable_progress_bar", "callbacks.progress_bar")
 
@@ -43,6 +44,7 @@ def collect(root: Path) -> list[dict]:
                 "run": str(run.path.relative_to(root)) or ".",
                 "val/acc_best": run.metrics.get("val/acc_best"),
                 "test/acc": run.metrics.get("test/acc"),
+                "partial": "yes" if record.is_partial(run.metrics) else "",
                 "epochs": run.metrics.get("epochs"),
                 "wall_time_s": run.metrics.get("wall_time_s"),
                 "state": run.state or ("running" if lock_holder(run.path) else "incomplete"),
@@ -56,15 +58,15 @@ def collect(root: Path) -> list[dict]:
     for row, overrides in zip(rows, keyed, strict=True):
         row["overrides"] = " ".join(v for k, v in overrides.items() if k in differing)
         row["_keys"] = {k: v for k, v in overrides.items() if k in differing}
-    rows.sort(key=lambda r: (r["state"] != "finished", -(r["val/acc_best"] or 0), r["run"]))
+    rows.sort(key=lambda r: (r["state"] != "finished", bool(r["partial"]), -(r["val/acc_best"] or 0), r["run"]))
     return rows
 
 
 def seed_groups(rows: list[dict]) -> list[dict]:
-    """Mean ± std of runs that differ only in seed (finished runs only)."""
+    """Mean ± std of runs that differ only in seed (finished runs on their whole splits only)."""
     groups = defaultdict(list)
     for row in rows:
-        if row["state"] == "finished":
+        if row["state"] == "finished" and not row["partial"]:
             rest = " ".join(v for k, v in row["_keys"].items() if k != "seed")
             groups[rest].append(row)
     out = []

@@ -57,6 +57,11 @@ class OptunaPruning(Callback):
                 "Trial %d of study %s is already finished: training goes on without reporting to it", number, study_name
             )
 
+    @classmethod
+    def for_trial(cls, trial, pruner=None, monitor: str = "val/acc_best") -> OptunaPruning:
+        """From the `optuna_trial` settings the sweeper gives each trial: storage, study_name, number."""
+        return cls(trial.storage, trial.study_name, trial.number, pruner=pruner, monitor=monitor)
+
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not self.active:
             return

@@ -9,6 +9,7 @@ the configured network before any training starts.
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from mnist_lightning.errors import UserError
+from mnist_lightning.runs import layout, resolve
 
 
 def rng_states() -> dict:
@@ -58,12 +60,30 @@ class ResumeState(pl.Callback):
         set_rng_states(state_dict["rng_states"])
 
 
-def check_resumable(checkpoint: Path, net: dict) -> None:
-    """Refuse, naming the setting, a resume whose checkpoint is not a training checkpoint of this network."""
+def plan_resume(ckpt_path: str | None, outputs_root: str, run_dir: Path, net: dict, trainer: dict) -> dict:
+    """{"from": the checkpoint to resume from or None, "resumes": the run's resumes so far, this one included},
+    after checking that the checkpoint can be resumed with these settings (`trainer`: the trainer config)."""
+    checkpoint = resolve.resume_checkpoint(ckpt_path, outputs_root)
+    if checkpoint is None:
+        return {"from": None, "resumes": []}
+    check_resumable(checkpoint, net, trainer.get("max_epochs"), trainer.get("max_steps"))
+    resumes = (layout.read_metrics(run_dir) or {}).get("resumes", [])
+    return {
+        "from": checkpoint,
+        "resumes": [*resumes, {"from": str(checkpoint), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}],
+    }
+
+
+def check_resumable(checkpoint: Path, net: dict, max_epochs: int | None = None, max_steps: int | None = None) -> None:
+    """Refuse, naming the setting, a resume whose checkpoint is not a training checkpoint of this network, or whose
+    run has already reached `max_epochs` or `max_steps` (resuming it would train nothing)."""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         saved = dict(state["hyper_parameters"]["net"])
-        state["loops"], state["optimizer_states"]  # noqa: B018 - a training checkpoint has both
+        # Lightning counts an epoch as processed before the checkpoints of its end are written
+        epochs = int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+        step = int(state["global_step"])
+        state["optimizer_states"]  # noqa: B018 - a training checkpoint has them
     except Exception as exc:
         reason = f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
         raise UserError(
@@ -75,4 +95,14 @@ def check_resumable(checkpoint: Path, net: dict) -> None:
         raise UserError(
             f"ckpt_path={checkpoint}: the checkpoint's network differs from model.net ({detail}). "
             f"Resume with the run's own model settings, or start a new run without ckpt_path."
+        )
+    done_epochs = max_epochs not in (None, -1) and epochs >= max_epochs
+    if done_epochs or max_steps not in (None, -1) and step >= max_steps:
+        run = layout.run_of_checkpoint(checkpoint) or checkpoint
+        where = f"epoch {epochs} of trainer.max_epochs={max_epochs}" if done_epochs else f"step {step} of "
+        where += f", step {step}" if done_epochs else f"trainer.max_steps={max_steps}"
+        raise UserError(
+            f"ckpt_path={checkpoint}: {run} has already finished its schedule ({where}), so resuming would train "
+            f"nothing. Train longer in a new run (without ckpt_path, with more epochs), or resume with a larger "
+            f"trainer.max_epochs where the scheduler's length allows it (scheduler=none or step)."
         )
