@@ -8,22 +8,32 @@ STAMP := $(VENV)/.installed
 # what lint and format look at
 CODE := mnist_lightning conf tests benchmarks hydra_plugins tools notebooks
 
-.PHONY: help install data train evaluate predict serve export register examples sweep search summary tensorboard benchmark \
-	benchmark-quick test test-fast lint format clean
+.PHONY: help install lock data train evaluate predict serve export register examples sweep search summary tensorboard \
+	notebooks benchmark benchmark-quick test test-fast lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(STAMP) ## create .venv and install the package with every extra (dev)
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every package to the version CI tested (`make lock` refreshes it); pip takes it as
+# constraints, so `pip install -e '.[dev]'` without the lock still works, with the newest allowed versions.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
-data: install ## download MNIST into data/MNIST/raw (training also does it when files are missing)
-	$(BIN)/python -c "import sys; from mnist_lightning.data.files import fetch; sys.exit(fetch('data'))"
+# pip's own configured constraints (pip config), so that the lock holds only what this pip may install
+PIP_CONSTRAINTS = $(shell $(BIN)/python -m pip config list 2>/dev/null | sed -n "s/^global.constraint='\(.*\)'/\1/p")
+lock: install ## re-resolve requirements.lock from pyproject.toml with uv: every extra, any platform, Python >= 3.10
+	test -x $(BIN)/uv || $(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.10 --no-header --no-annotate \
+		$(foreach c,$(PIP_CONSTRAINTS),-c $(c)) -o requirements.lock
+
+DATA ?= $(if $(MNIST_DATA_DIR),$(MNIST_DATA_DIR),data)
+data: install ## download and verify MNIST in data/MNIST/raw, or in $$MNIST_DATA_DIR when set (training also does it)
+	$(BIN)/python -c "import sys; from mnist_lightning.data.files import fetch; sys.exit(fetch(sys.argv[1]))" "$(DATA)"
 
 train: install ## train the seed CNN for 5 epochs; ARGS="trainer.max_epochs=10 data.batch_size=128"
 	$(BIN)/python -m mnist_lightning.train $(ARGS)
@@ -45,7 +55,6 @@ ALIAS ?= champion
 register: install ## file the best run in the MLflow registry as mnist-cnn, alias champion (ALIAS=challenger)
 	$(BIN)/python -m mnist_lightning.register alias=$(ALIAS) $(ARGS)
 
-DATA ?= $(if $(MNIST_DATA_DIR),$(MNIST_DATA_DIR),data)
 examples: install ## rewrite examples/ from the MNIST test set (DATA=folder holding MNIST/raw)
 	$(BIN)/python tools/renderings.py $(DATA) examples
 
@@ -64,16 +73,19 @@ summary: install ## table of the runs under DIR (a sweep folder, default all of 
 tensorboard: install ## TensorBoard over every run in outputs/
 	$(BIN)/tensorboard --logdir outputs
 
+notebooks: install ## open notebooks/ in JupyterLab (from the dev extra) on http://localhost:8888
+	$(BIN)/jupyter lab notebooks/
+
 benchmark: install ## every figure beside its baseline -> BENCHMARKS.md (about 30 min on 2 CPU cores)
-	$(BIN)/python benchmarks/run.py $(ARGS)
+	$(BIN)/python -m benchmarks.run $(ARGS)
 
 benchmark-quick: install ## the benchmark harness on tiny limits (figures mean nothing)
-	$(BIN)/python benchmarks/run.py --quick --out outputs/benchmarks/quick $(ARGS)
+	$(BIN)/python -m benchmarks.run --quick --out outputs/benchmarks/quick $(ARGS)
 
 test: install ## the whole test suite (what CI runs); ARGS="-k datamodule" for a part
 	$(BIN)/python -m pytest $(ARGS)
 
-test-fast: install ## the suite without the slow end-to-end runs (about a minute)
+test-fast: install ## the suite without the slow end-to-end runs
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 lint: install ## ruff check and ruff format --check; CI fails on either

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import open_dict
 
-from helpers import CONF_DIR, ROOT, run_cli
+from benchmarks.parsers import epoch_profile
+from helpers import CONF_DIR, run_cli
 from mnist_lightning.cli.build import build, build_each, build_trainer
 from mnist_lightning.errors import UserError
 
@@ -228,10 +228,7 @@ def test_the_simple_profiler_reports_into_the_run_folder(tmp_path, mnist_dir):
     report = (tmp_path / "run" / "profile" / "fit-profile.txt").read_text()
     assert "run_training_epoch" in report and "run_training_batch" in report, report[:2000]
     # the benchmark's reader of this report: every share of the epoch found and none negative
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    shares = bench.epoch_profile(tmp_path / "run" / "profile" / "fit-profile.txt")
+    shares = epoch_profile(tmp_path / "run" / "profile" / "fit-profile.txt")
     assert shares["epoch_s"] > 0 and min(shares.values()) >= 0, shares
     assert 99 <= sum(v for k, v in shares.items() if k.endswith("_pct")) <= 101, shares
     assert metrics["setup_s"] > 0 and metrics["first_step_at"] > 0
