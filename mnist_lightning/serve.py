@@ -1,8 +1,9 @@
 """Serve a trained model over HTTP: `python -m mnist_lightning.serve` (`make serve`, `mnist-serve`).
 
-A REST API (POST /predict, /predict/batch; GET /health, /model, /metrics; OpenAPI at /docs) and a drawing
-page at /. The model is chosen as evaluate and predict choose it, and loaded before the server accepts
-connections. Ctrl-C or SIGTERM stops it after the requests in flight are answered.
+A REST API (POST /predict, /predict/batch, /feedback; GET /health, /model, /metrics, /monitoring, /ab; OpenAPI
+at /docs) and a drawing page at /. Its settings are checked (serving/settings.py) before anything else; the model
+is chosen as evaluate and predict choose it, and loaded before the server accepts connections. Ctrl-C or SIGTERM
+stops it after the requests in flight are answered.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_lightning.cli.task import task
 from mnist_lightning.errors import UserError, require_extra
+
+if TYPE_CHECKING:  # imported when serving: pydantic comes with the serve extra
+    from mnist_lightning.serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
@@ -27,67 +31,79 @@ def serve(cfg: DictConfig) -> None:
 
     from mnist_lightning.inference.runtime import pick_device
     from mnist_lightning.runs.resolve import resolve_model
-    from mnist_lightning.serving.app import ServeSettings, create_app
+    from mnist_lightning.serving.app import create_app
     from mnist_lightning.serving.model import ServedModel
 
-    check_port_free(cfg.host, cfg.port)
-    watch = cfg.monitoring
-    for key, value in {**watch, "fraction": cfg.ab.fraction}.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            group = "ab" if key == "fraction" else "monitoring"
-            raise UserError(f"{group}.{key}={value}: must be a number")
-    if int(watch.window) < 1 or int(watch.min_samples) < 1:
-        raise UserError(
-            f"monitoring.window={watch.window}, monitoring.min_samples={watch.min_samples}: both must be at least 1"
-        )
-    if not 0 < float(watch.warn) <= float(watch.alert):
-        raise UserError(
-            f"monitoring.warn={watch.warn}, monitoring.alert={watch.alert}: need 0 < warn <= alert "
-            f"(the usual PSI thresholds are 0.1 and 0.25)"
-        )
-    if cfg.ab.candidate and not 0 < float(cfg.ab.fraction) < 1:
-        raise UserError(f"ab.fraction={cfg.ab.fraction}: the candidate's share must be between 0 and 1")
+    settings = service_settings(cfg)
+    check_port_free(settings.host, settings.port)
     root, device = cfg.paths.outputs_root, str(pick_device(cfg.device))
     checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, root)
     model = ServedModel.load(checkpoint, device=device, runtime=cfg.runtime, export_dir=cfg.export_dir)
     candidate = None
-    if cfg.ab.candidate:
-        reference = str(cfg.ab.candidate)
-        is_file = reference.endswith(".ckpt") or Path(reference).is_file()
-        candidate_checkpoint = resolve_model(reference if is_file else None, "best" if is_file else reference, root)
-        candidate = ServedModel.load(candidate_checkpoint, device=device, runtime=cfg.runtime)
+    if reference := settings.ab.candidate:
+        # resolve_model takes a file as ckpt_path and any other reference as model_ref (it ignores model_ref
+        # when ckpt_path is given); ab.candidate may be either
+        found = resolve_model(reference if reference.endswith(".ckpt") else None, reference, root)
+        candidate = ServedModel.load(found, device=device, runtime=cfg.runtime)
         if candidate.version == model.version:
             raise UserError(f"ab.candidate={reference}: that is the main model itself ({model.version}); give another")
-    settings = ServeSettings(
-        max_body_bytes=int(cfg.limits.max_body_bytes),
-        max_batch=int(cfg.limits.max_batch),
-        max_pixels=int(cfg.limits.max_pixels),
-        ab_fraction=float(cfg.ab.fraction),
-        drift_window=int(cfg.monitoring.window),
-        drift_warn=float(cfg.monitoring.warn),
-        drift_alert=float(cfg.monitoring.alert),
-        drift_min_samples=int(cfg.monitoring.min_samples),
-    )
     app = create_app(model, settings, candidate)
-    shown_host = "localhost" if cfg.host in ("127.0.0.1", "0.0.0.0") else cfg.host
-    url = f"http://{shown_host}:{cfg.port}{cfg.root_path}/"
-    log.info("Serving %s (model %s, %s) on %s:%s", checkpoint, model.version, model.runtime, cfg.host, cfg.port)
+    shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host
+    url = f"http://{shown_host}:{settings.port}{settings.root_path}/"
+    log.info(
+        "Serving %s (model %s, %s) on %s:%s", checkpoint, model.version, model.runtime, settings.host, settings.port
+    )
     print(f"Drawing page: {url}   API: {url}docs   model: {model.version} ({checkpoint})", flush=True)
     if candidate is not None:
         print(
-            f"A/B: {float(cfg.ab.fraction):.0%} of clients get candidate {candidate.version} "
+            f"A/B: {settings.ab.fraction:.0%} of clients get candidate {candidate.version} "
             f"({candidate.checkpoint}); GET {url}ab compares them",
             flush=True,
         )
     # uvicorn's own handlers stay off (log_config=None): its lines go through Hydra's, to stderr and serve.log
     uvicorn.run(
         app,
-        host=cfg.host,
-        port=int(cfg.port),
+        host=settings.host,
+        port=settings.port,
         log_config=None,
-        root_path=cfg.root_path,
-        timeout_graceful_shutdown=int(cfg.graceful_shutdown_s),
+        root_path=settings.root_path,
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )
+
+
+# what a rule's breach says after `key=value: `; other breaches keep pydantic's own words
+ALLOWED = {
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "int_type": "must be a whole number",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "extra_forbidden": "no such setting",
+}
+
+
+def service_settings(cfg: DictConfig) -> ServeSettings:
+    """The service's keys of `cfg` as a ServeSettings; every broken rule in one UserError line, naming the keys."""
+    from pydantic import ValidationError
+
+    from mnist_lightning.serving.settings import ServeSettings
+
+    keys = [key for key in ServeSettings.model_fields if key in cfg]
+    given = {key: OmegaConf.to_object(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key] for key in keys}
+    try:
+        return ServeSettings.model_validate(given)
+    except ValidationError as exc:
+        raise UserError("; ".join(breach(error) for error in exc.errors())) from None
+
+
+def breach(error: dict) -> str:
+    if error["type"] == "value_error":  # a rule across keys (a model_validator): its message names them
+        return str(error["ctx"]["error"])
+    key = ".".join(str(part) for part in error["loc"])
+    allowed = ALLOWED[error["type"]].format(**error.get("ctx", {})) if error["type"] in ALLOWED else error["msg"]
+    return f"{key}={error['input']}: {allowed}"
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from mnist_lightning.inference import statistics
 from mnist_lightning.serving.ab import Experiment, hashed_share
-from mnist_lightning.serving.drift import MIN_SAMPLES, DriftMonitor
+from mnist_lightning.serving.drift import DriftMonitor
+from mnist_lightning.serving.settings import Monitoring
 
 
 def square(size: int, at: tuple[int, int] = (14, 14)) -> np.ndarray:
@@ -47,9 +48,10 @@ def test_the_monitor_collects_then_compares_its_window_with_the_reference():
     reference = statistics.reference(digits, predicted, confidence)
     assert set(reference) == {*statistics.INPUT_STATISTICS, *statistics.OUTPUT_STATISTICS}
 
-    assert DriftMonitor(None).report()["status"] == "no reference"
-    monitor = DriftMonitor(reference, window=300, warn=0.1, alert=0.25)
-    for i in range(MIN_SAMPLES - 1):
+    assert DriftMonitor(None, Monitoring()).report()["status"] == "no reference"
+    settings = Monitoring(window=300, warn=0.1, alert=0.25)
+    monitor = DriftMonitor(reference, settings)
+    for i in range(settings.min_samples - 1):
         monitor.observe(digits[i], int(predicted[i]), float(confidence[i]))
     assert monitor.report()["status"] == "collecting"
     for i in range(300):
@@ -73,8 +75,6 @@ def test_routing_is_sticky_by_client_id_and_random_without_one():
     anonymous = [experiment.choose(None) for _ in range(2000)]
     assert 0.25 < anonymous.count("candidate") / 2000 < 0.35
     assert {Experiment("main").choose(i) for i in ids} == {"main"}  # no candidate: all to the main model
-    with pytest.raises(ValueError, match="ab.fraction=1.5: must be between 0 and 1"):
-        Experiment("main", "candidate", fraction=1.5)
 
 
 def test_feedback_counts_once_per_answer():
@@ -100,8 +100,8 @@ def test_feedback_counts_once_per_answer():
     ("settings", "message"),
     [
         ({"warn": 0.3, "alert": 0.2}, "monitoring.warn=0.3, monitoring.alert=0.2: need 0 < warn <= alert"),
-        ({"window": "abc"}, "monitoring.window=abc: must be a number"),
-        ({"min_samples": 0}, "monitoring.min_samples=0: both must be at least 1"),
+        ({"window": "abc"}, "monitoring.window=abc: must be a whole number"),
+        ({"min_samples": 0}, "monitoring.min_samples=0: must be at least 1"),
         ({"fraction": 1.5}, "ab.fraction=1.5: the candidate's share must be between 0 and 1"),
     ],
 )

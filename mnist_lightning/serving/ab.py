@@ -22,13 +22,13 @@ def hashed_share(client_id: str) -> float:
 
 
 class Experiment:
-    """Routes requests between a main model and an optional candidate, and keeps per-version tallies."""
+    """Routes requests between a main model and an optional candidate, and keeps per-version tallies.
+
+    `fraction` is taken as given: the service's settings (serving/settings.py) check it."""
 
     def __init__(
         self, main_version: str, candidate_version: str | None = None, fraction: float = 0.0, seed: int | None = None
     ) -> None:
-        if not 0 <= fraction <= 1:
-            raise ValueError(f"ab.fraction={fraction}: must be between 0 and 1")
         self.main, self.candidate = main_version, candidate_version
         self.fraction = fraction if candidate_version else 0.0
         self._random = random.Random(seed)
@@ -39,6 +39,9 @@ class Experiment:
             for v in (main_version, candidate_version)
             if v
         }
+
+    def role(self, version: str) -> str:
+        return "main" if version == self.main else "candidate"
 
     def choose(self, client_id: str | None) -> str:
         """The version that answers this request."""
@@ -80,7 +83,7 @@ class Experiment:
         versions = {}
         for version, t in tallies.items():
             versions[version] = {
-                "role": "main" if version == self.main else "candidate",
+                "role": self.role(version),
                 "requests": t["requests"],
                 "mean_confidence": round(t["confidence_sum"] / t["predictions"], 6) if t["predictions"] else None,
                 "feedback": t["feedback"],

@@ -7,31 +7,20 @@ import threading
 from collections import deque
 
 from mnist_lightning.inference import statistics
-
-# Fewer observations than this give no status: by chance alone, the PSI of 10 bins over n samples is about 9/n
-# (0.18 at 50, 0.045 at 200), so a small window would warn about noise.
-MIN_SAMPLES = 200
+from mnist_lightning.serving.settings import Monitoring
 
 
 class DriftMonitor:
     """A rolling window of what one model saw and answered; `report()` compares it with the model's reference.
 
-    Statuses: ok (every PSI below `warn`), warn, alert (any PSI at or above `alert`), collecting (fewer than
-    `min_samples` in the window, or a full window when it is smaller), no reference (the model's export has none:
-    export or register it again).
+    Statuses: ok (every PSI below `settings.warn`), warn, alert (any PSI at or above `settings.alert`), collecting
+    (fewer than `settings.samples_needed` in the window), no reference (the model's export has none: export or
+    register it again).
     """
 
-    def __init__(
-        self,
-        reference: dict | None,
-        window: int = 500,
-        warn: float = 0.1,
-        alert: float = 0.25,
-        min_samples: int = MIN_SAMPLES,
-    ) -> None:
-        self.reference, self.window, self.warn, self.alert = reference, window, warn, alert
-        self.min_samples = min(min_samples, window)
-        self._seen: deque[dict[str, float]] = deque(maxlen=window)
+    def __init__(self, reference: dict | None, settings: Monitoring) -> None:
+        self.reference, self.settings = reference, settings
+        self._seen: deque[dict[str, float]] = deque(maxlen=settings.window)
         self._lock = threading.Lock()
 
     def observe(self, digit, predicted: int, confidence: float) -> None:
@@ -46,7 +35,7 @@ class DriftMonitor:
         report = {"samples": len(seen), "psi": {}, "status": "no reference"}
         if not self.reference:
             return report
-        if len(seen) < self.min_samples:
+        if len(seen) < self.settings.samples_needed:
             report["status"] = "collecting"
             return report
         report["psi"] = {
@@ -54,5 +43,5 @@ class DriftMonitor:
             for name in (*statistics.INPUT_STATISTICS, *statistics.OUTPUT_STATISTICS)
         }
         worst = max(report["psi"].values())
-        report["status"] = "alert" if worst >= self.alert else "warn" if worst >= self.warn else "ok"
+        report["status"] = "alert" if worst >= self.settings.alert else "warn" if worst >= self.settings.warn else "ok"
         return report

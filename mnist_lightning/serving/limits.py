@@ -1,7 +1,8 @@
 """A limit on the size of a request body, applied before the body is read into memory.
 
-Written by hand: neither FastAPI nor uvicorn limits body size. A declared Content-Length over the limit is
-refused at once; a body without one (chunked) is counted as it streams in and refused when it passes the limit.
+Written by hand: uvicorn does not limit body size, and FastAPI only does in recent releases (max_body_size), not
+in every version this package supports. A declared Content-Length over the limit is refused at once; a body
+without one (chunked) is counted as it streams in and refused when it passes the limit.
 """
 
 from __future__ import annotations

@@ -1,0 +1,30 @@
+"""The A/B test: POST /feedback pairs an earlier answer with its true label, GET /ab compares the models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+
+from mnist_lightning.serving.ab import FEEDBACK_MEMORY
+from mnist_lightning.serving.schemas import ABReport, ErrorDetail, Feedback, FeedbackRecorded
+from mnist_lightning.serving.state import ExperimentDep
+
+router = APIRouter(tags=["ab"])
+
+
+@router.post("/feedback", response_model=FeedbackRecorded, responses={404: {"model": ErrorDetail}})
+def feedback(body: Feedback, experiment: ExperimentDep) -> FeedbackRecorded:
+    """The true label of an earlier answer, named by its request_id: it counts toward that model's accuracy."""
+    recorded = experiment.feedback(body.request_id, body.label)
+    if recorded is None:
+        raise HTTPException(
+            404,
+            f"request_id {body.request_id}: no answer with that id is awaiting feedback "
+            f"(unknown, already given feedback, or forgotten after {FEEDBACK_MEMORY:,} newer answers)",
+        )
+    return FeedbackRecorded(**recorded)
+
+
+@router.get("/ab", response_model=ABReport)
+def ab_report(experiment: ExperimentDep) -> ABReport:
+    """Per model version: images answered, mean confidence and, from feedback, accuracy."""
+    return ABReport(**experiment.report())

@@ -1,0 +1,82 @@
+"""The service itself: GET /health, /model, /metrics, /monitoring, and the drawing page at / (its files under
+/static are mounted by create_app)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from mnist_lightning.serving.schemas import DriftReport, Health, ModelInfo, Monitoring
+from mnist_lightning.serving.state import (
+    ExperimentDep,
+    MainModelDep,
+    MetricsDep,
+    ModelsDep,
+    MonitorsDep,
+    SettingsDep,
+)
+
+router = APIRouter(tags=["service"])
+PAGE = resources.files("mnist_lightning.serving") / "page"
+INDEX = (PAGE / "index.html").read_text()
+
+
+def drift_reports(
+    models: ModelsDep, experiment: ExperimentDep, monitors: MonitorsDep, metrics: MetricsDep
+) -> list[DriftReport]:
+    """Each model's drift report, main model first. Computing them also sets the drift gauges: PSIs are computed
+    when asked for (/monitoring or a Prometheus scrape of /metrics), not on every request."""
+    reports = []
+    for version in models:
+        report = monitors[version].report()
+        metrics.observe_drift(version, report["psi"])
+        reports.append(DriftReport(model_version=version, role=experiment.role(version), **report))
+    return reports
+
+
+@router.get("/health", response_model=Health)
+def health(model: MainModelDep) -> Health:
+    """200 once the model is loaded (it is loaded before the server accepts connections)."""
+    return Health(status="ok", model_version=model.version)
+
+
+@router.get("/model", response_model=ModelInfo)
+def model_info(model: MainModelDep) -> ModelInfo:
+    """The main model: its version id, checkpoint, run folder, network, runtime and the run's metrics."""
+    return ModelInfo(
+        model_version=model.version,
+        checkpoint=str(model.checkpoint),
+        run_dir=str(model.run_dir) if model.run_dir else None,
+        network=model.net.get("arch", ""),
+        runtime=model.runtime,
+        network_args={k: v for k, v in model.net.items() if k != "arch"},
+        metrics=model.metrics,
+    )
+
+
+@router.get("/monitoring", response_model=Monitoring)
+def monitoring(settings: SettingsDep, reports: Annotated[list[DriftReport], Depends(drift_reports)]) -> Monitoring:
+    """Drift: the last requests' statistics against each model's reference, as Population Stability Indexes."""
+    watch = settings.monitoring
+    return Monitoring(
+        window=watch.window,
+        min_samples=watch.samples_needed,
+        status=reports[0].status,
+        models=reports,
+        thresholds={"warn": watch.warn, "alert": watch.alert},
+    )
+
+
+@router.get("/metrics", response_class=Response, dependencies=[Depends(drift_reports)])
+def prometheus(metrics: MetricsDep) -> Response:
+    """Requests by route and status, latency histograms, answers and predictions per model version, drift."""
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def drawing_page() -> HTMLResponse:
+    return HTMLResponse(INDEX)

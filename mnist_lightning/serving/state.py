@@ -1,0 +1,50 @@
+"""What the routes share, as FastAPI dependencies: `create_app` puts it on `app.state` once, and a route declares
+the pieces it reads (`experiment: ExperimentDep`), so its signature says what it depends on and a test can
+override any of them (`app.dependency_overrides`). The getters are `async`: a dependency this small is not worth
+a turn in the thread pool, where FastAPI runs plain `def` dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from mnist_lightning.serving.ab import Experiment
+from mnist_lightning.serving.drift import DriftMonitor
+from mnist_lightning.serving.metrics import ServiceMetrics
+from mnist_lightning.serving.model import ServedModel
+from mnist_lightning.serving.settings import ServeSettings
+
+
+async def settings(request: Request) -> ServeSettings:
+    return request.app.state.settings
+
+
+async def models(request: Request) -> dict[str, ServedModel]:
+    """Every served model by version, the main one first."""
+    return request.app.state.models
+
+
+async def main_model(request: Request) -> ServedModel:
+    return request.app.state.models[request.app.state.experiment.main]
+
+
+async def experiment(request: Request) -> Experiment:
+    return request.app.state.experiment
+
+
+async def monitors(request: Request) -> dict[str, DriftMonitor]:
+    """A drift monitor per model version."""
+    return request.app.state.monitors
+
+
+async def metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[ServeSettings, Depends(settings)]
+ModelsDep = Annotated[dict[str, ServedModel], Depends(models)]
+MainModelDep = Annotated[ServedModel, Depends(main_model)]
+ExperimentDep = Annotated[Experiment, Depends(experiment)]
+MonitorsDep = Annotated[dict[str, DriftMonitor], Depends(monitors)]
+MetricsDep = Annotated[ServiceMetrics, Depends(metrics)]

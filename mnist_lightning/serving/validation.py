@@ -1,0 +1,32 @@
+"""422 answers a person can act on: FastAPI's validation errors become one sentence under `detail` (the same key
+as every other error of the service), with FastAPI's own list kept under `errors`."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+async def readable_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    route = getattr(request.scope.get("route"), "path", None)  # the template: the same behind a root_path
+    return JSONResponse(
+        status_code=422, content={"detail": explain(route, exc.errors()), "errors": jsonable_encoder(exc.errors())}
+    )
+
+
+def explain(route: str | None, errors: list[dict]) -> str:
+    missing = [str(error["loc"][-1]) for error in errors if error.get("type") == "missing"]
+    if route == "/predict/batch" and "files" in missing:
+        return (
+            "empty batch: no images in the form field 'files'; send them as multipart/form-data, e.g. "
+            "curl -F files=@a.png -F files=@b.png .../predict/batch"
+        )
+    if "file" in missing:
+        return (
+            "missing form field 'file': send the image as multipart/form-data, e.g. curl -F file=@digit.png .../predict"
+        )
+    first = errors[0] if errors else {}
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"{where}: {first.get('msg', 'invalid request')}"
