@@ -1,4 +1,6 @@
-"""`python -m mnist_lightning.serve` as users meet it: a real server on 127.0.0.1, called over HTTP with httpx."""
+"""`python -m mnist_lightning.serve` as users meet it: a real server on 127.0.0.1, called over HTTP with httpx, for
+what only a real server shows (the body limit on a socket, concurrent clients, shutdown, the command's own
+refusals). Every route and error answer is checked in-process, faster, in test_serve_app.py."""
 
 from __future__ import annotations
 
@@ -14,9 +16,8 @@ import pytest
 from PIL import Image
 
 import renderings
-from helpers import ROOT, huge_png, run_without, start_server, stop_server
+from helpers import ROOT, run_without, start_server, stop_server
 from mnist_lightning.data.files import load_split
-from mnist_lightning.runs import lineage
 
 pytestmark = pytest.mark.slow  # each module starts a server with the shared trained model
 
@@ -34,7 +35,7 @@ def server(trained, mnist_dir, tmp_path_factory):
     cwd, run_dir, _ = trained
     checkpoint = next((run_dir / "checkpoints").glob("epoch_01-*.ckpt"))
     handle = start_server(tmp_path_factory.mktemp("serve"), mnist_dir, f"ckpt_path={checkpoint}")
-    handle.checkpoint, handle.run_dir = checkpoint, run_dir
+    handle.checkpoint = checkpoint
     yield handle
     assert stop_server(handle) == STOPPED, handle.log()
 
@@ -45,97 +46,23 @@ def digits(mnist_dir):
     return images[:64].numpy(), labels[:64].numpy()
 
 
-def test_predict_answers_an_image_with_every_field(server):
-    response = httpx.post(f"{server.url}/predict", files={"file": EXAMPLE.open("rb")})
-    assert response.status_code == 200
-    body = response.json()
-    assert body["prediction"] == 1 and body["confidence"] == max(body["probabilities"]) > 0.5
-    assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(1, abs=1e-4)
-    assert body["inverted"] is True and body["reason"] is None  # dark ink on paper
-    assert body["model_version"] == lineage.sha256sum(server.checkpoint)[:12]
+def chunked():
+    """A multipart body over 10 MB without Content-Length: counted as it streams in."""
+    yield b'--cut\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+    for _ in range(11):
+        yield b"\0" * 1_000_000
 
 
-def test_a_blank_image_gets_no_prediction_and_the_reason(server):
-    blank = png(np.full((64, 64), 255))
-    body = httpx.post(f"{server.url}/predict", files={"file": ("blank.png", blank)}).json()
-    assert body["prediction"] is None and body["probabilities"] is None and "no digit found" in body["reason"]
-
-
-def test_a_batch_answers_every_file_in_order_and_a_bad_one_alone(server, digits):
-    images, labels = digits
-    files = [("files", (f"{i}.png", png(images[i]))) for i in range(3)]
-    files.insert(1, ("files", ("notes.txt", b"not an image")))
-    response = httpx.post(f"{server.url}/predict/batch", files=files)
-    assert response.status_code == 200
-    results = response.json()["results"]
-    assert [r["filename"] for r in results] == ["0.png", "notes.txt", "1.png", "2.png"]
-    assert results[1]["status"] == 400 and "notes.txt: not a readable image" in results[1]["error"]
-    answered = [r for r in results if r["status"] == 200]
-    assert [r["prediction"] for r in answered] == [int(labels[i]) for i in range(3)]
-
-
-def test_health_model_docs_and_metrics(server):
-    version = lineage.sha256sum(server.checkpoint)[:12]
-    assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "model_version": version}
-    info = httpx.get(f"{server.url}/model").json()
-    assert info["model_version"] == version and info["network"] == "cnn" and info["network_args"]["hidden"] == 128
-    assert info["run_dir"] == str(server.run_dir.resolve()) and info["checkpoint"] == str(server.checkpoint.resolve())
-    assert info["metrics"]["test/acc"] > 0.95 and info["metrics"]["state"] == "finished"
-    schema = httpx.get(f"{server.url}/openapi.json").json()
-    assert {"Prediction", "BatchPrediction", "ModelInfo", "ErrorDetail"} <= set(schema["components"]["schemas"])
-    assert "prediction" in schema["components"]["schemas"]["Prediction"]["properties"]
-    assert httpx.get(f"{server.url}/docs").status_code == 200
-    metrics = httpx.get(f"{server.url}/metrics")
-    assert metrics.headers["content-type"].startswith("text/plain")
-    assert f'mnist_model_info{{model_version="{version}",network="cnn",role="main"}} 1.0' in metrics.text
-    assert 'mnist_http_request_duration_seconds_bucket{le="0.005",route="/predict"}' in metrics.text
-    assert re.search(r'mnist_predictions_total\{digit="1",model_version="\w+"\} \d', metrics.text)
-
-
-def bad_requests(server) -> list[tuple[str, dict, int, str]]:
-    """(what, httpx.post arguments, expected status, words the detail must contain)"""
-    example = EXAMPLE.read_bytes()
-    big = b"\0" * 10_000_001
-
-    def chunked():  # no Content-Length: counted as it streams in
-        yield b'--cut\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
-        for _ in range(11):
-            yield b"\0" * 1_000_000
-
-    return [
-        ("no file field", {"files": {"image": ("x.png", example)}}, 422, "missing form field 'file'"),
-        ("an empty body", {}, 422, "missing form field 'file'"),
-        ("an empty file", {"files": {"file": ("empty.png", b"")}}, 400, "empty.png: empty file"),
-        ("not an image", {"files": {"file": ("notes.txt", b"plain text")}}, 400, "notes.txt: not a readable image"),
-        ("a truncated image", {"files": {"file": ("cut.jpg", example[:400])}}, 400, "cut.jpg: not a readable image"),
-        (
-            "too many pixels",
-            {"files": {"file": ("huge.png", huge_png(8000, 8000))}},
-            413,
-            "over the limit of 40,000,000",
-        ),
-        ("a body over 10 MB", {"files": {"file": ("big.png", big)}}, 413, "over the limit of 10,000,000 bytes"),
-        (
-            "a streamed body over 10 MB",
-            {"content": chunked(), "headers": {"content-type": MULTIPART}},
-            413,
-            "over the limit of 10,000,000 bytes",
-        ),
-    ]
-
-
-def test_bad_requests_get_a_4xx_with_a_detail_and_the_server_keeps_answering(server):
-    for what, arguments, status, words in bad_requests(server):
+def test_a_body_over_the_limit_is_refused_on_the_socket_and_the_server_keeps_answering(server):
+    """The 413 comes before the body is read, while the client may still be sending it, whether its size was
+    declared or not. (Every other error answer is checked in-process, in test_serve_app.py.)"""
+    for what, arguments in (
+        ("declared", {"files": {"file": ("big.png", b"\0" * 10_000_001)}}),
+        ("streamed", {"content": chunked(), "headers": {"content-type": MULTIPART}}),
+    ):
         response = httpx.post(f"{server.url}/predict", timeout=60, **arguments)
-        assert response.status_code == status, (what, response.status_code, response.text[:300])
-        detail = response.json()["detail"]
-        assert isinstance(detail, str) and words in detail, (what, detail)
-        assert "Traceback" not in response.text
-    empty = httpx.post(f"{server.url}/predict/batch", files={"file": ("a.png", EXAMPLE.read_bytes())})
-    assert empty.status_code == 422 and empty.json()["detail"].startswith("empty batch")
-    many = [("files", (f"{i}.png", png(np.zeros((28, 28))))) for i in range(65)]
-    too_many = httpx.post(f"{server.url}/predict/batch", files=many)
-    assert too_many.status_code == 413 and "a batch of 65 files is over the limit of 64" in too_many.json()["detail"]
+        assert response.status_code == 413, (what, response.status_code, response.text[:300])
+        assert "over the limit of 10,000,000 bytes" in response.json()["detail"], what
     assert httpx.post(f"{server.url}/predict", files={"file": EXAMPLE.open("rb")}).json()["prediction"] == 1
 
 
