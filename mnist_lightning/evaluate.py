@@ -10,10 +10,9 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from mnist_lightning.cli.task import task
+from mnist_lightning.cli.task import verb
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +67,7 @@ def _summary(run_dir: Path, checkpoint: Path, metrics: dict) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="evaluate")
-@task
+@verb("evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

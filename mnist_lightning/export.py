@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from mnist_lightning.cli.task import task
+from mnist_lightning.cli.task import verb
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +48,7 @@ def export(cfg: DictConfig) -> dict:
     return meta
 
 
-@hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="export")
-@task
+@verb("export")
 def main(cfg: DictConfig) -> None:
     export(cfg)
 

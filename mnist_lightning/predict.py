@@ -13,10 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mnist_lightning.cli.task import task
+from mnist_lightning.cli.task import verb
 from mnist_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -105,8 +104,7 @@ def _table(results: list[dict], checkpoint: Path, out_file: Path) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="predict")
-@task
+@verb("predict")
 def main(cfg: DictConfig) -> None:
     results = predict(cfg)
     if not any("prediction" in r for r in results):

@@ -12,10 +12,9 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from mnist_lightning.cli.task import task
+from mnist_lightning.cli.task import verb
 from mnist_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -103,8 +102,7 @@ def exported(cfg: DictConfig, checkpoint: Path) -> Path | None:
     return folder
 
 
-@hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="register")
-@task
+@verb("register")
 def main(cfg: DictConfig) -> None:
     register(cfg)
 

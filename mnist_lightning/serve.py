@@ -13,10 +13,9 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lightning.cli.task import task
+from mnist_lightning.cli.task import verb
 from mnist_lightning.errors import UserError, require_extra
 
 if TYPE_CHECKING:  # imported when serving: pydantic comes with the serve extra
@@ -117,8 +116,7 @@ def check_port_free(host: str, port: int) -> None:
         raise UserError(f"host={host} port={port}: that address {reason}; choose another with port=N") from exc
 
 
-@hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="serve")
-@task
+@verb("serve")
 def main(cfg: DictConfig) -> None:
     serve(cfg)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lightning.cli.task import CONFIG_PATH, check_overrides
 from mnist_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def is_rank_zero() -> bool:
     return all(int(os.environ.get(k) or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-@hydra.main(version_base="1.3", config_path="pkg://mnist_lightning.conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -152,6 +153,7 @@ def cli() -> None:
     """`python -m mnist_lightning.train` and the `mnist-train` command."""
     from mnist_lightning.cli import argv, sweep_report
 
+    check_overrides("train", sys.argv[1:])
     sys.argv[1:] = argv.resume_in_place(sys.argv[1:])
     argv.check_writable(sys.argv[1:])
     main()

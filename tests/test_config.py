@@ -232,3 +232,49 @@ def test_the_simple_profiler_reports_into_the_run_folder(tmp_path, mnist_dir):
     assert shares["epoch_s"] > 0 and min(shares.values()) >= 0, shares
     assert 99 <= sum(v for k, v in shares.items() if k.endswith("_pct")) <= 101, shares
     assert metrics["setup_s"] > 0 and metrics["first_step_at"] > 0
+
+
+def flat_keys(node, prefix: str = "") -> set[str]:
+    from omegaconf import DictConfig
+
+    keys = set()
+    for key in node.keys() if isinstance(node, DictConfig) else ():
+        dotted = f"{prefix}{key}"
+        keys |= {dotted} | flat_keys(node._get_node(key), f"{dotted}.")
+    return keys
+
+
+@pytest.mark.parametrize("option", [[]] + [[f"{g}={o}"] for g, o in OPTIONS], ids=lambda o: o[0] if o else "defaults")
+def test_the_key_check_knows_every_key_a_composition_holds(option):
+    """The typo check reads conf/ without composing: it must never refuse a key some composition has."""
+    from mnist_lightning.cli.keys import known_keys
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=option)
+    assert flat_keys(cfg) - known_keys("train") == set()
+
+
+@pytest.mark.parametrize("verb", ["evaluate", "predict", "serve", "export", "register", "summarize"])
+def test_the_key_check_knows_every_key_of_the_other_verbs(verb):
+    from mnist_lightning.cli.keys import known_keys
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(verb)
+    assert flat_keys(cfg) - known_keys(verb) == set()
+
+
+def test_a_typo_in_a_key_is_refused_with_the_nearest_key(tmp_path, mnist_dir):
+    from mnist_lightning.cli.keys import check_known
+
+    with pytest.raises(UserError, match=r"data\.batchsize=32: no config has the key data\.batchsize; did you mean "):
+        check_known("train", ["data.batchsize=32"])
+    with pytest.raises(UserError, match=r"limits\.max_batch=3: no config has the key") as refused:
+        check_known("evaluate", ["limits.max_batch=3"])  # a key of serve, not of evaluate
+    assert "did you mean" not in str(refused.value) and "+limits.max_batch=3" in str(refused.value)
+    check_known("train", ["+trainer.val_check_interval=0.5", "~callbacks.lr_monitor", "hydra.job.chdir=false"])
+    check_known("train", ["model=mlp", "model.net.hidden=[32]", "data.batch_size=16,32", "experiment=fast"])
+    result = run_cli("mnist_lightning.train", "data.batchsize=32", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
+    assert result.returncode == 2 and "did you mean data.batch_size=32?" in result.stderr, result.stderr
+    assert "+data.batchsize" not in result.stderr.split("?")[0] and not (tmp_path / "outputs").exists()

@@ -115,6 +115,7 @@ def interrupt(cwd: Path, data_dir: Path, signum: int) -> tuple[Path, dict]:
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, stderr[-3000:]
     assert "Traceback" not in stderr and "ckpt_path=" in stderr
+    assert "weights_only" not in stderr, "the interrupt's checkpoint is saved without Lightning's default notice"
     (run_dir,) = run_dirs(cwd)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["state"] == "interrupted" and metrics["signal"] == signal.Signals(signum).name

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from helpers import ROOT
 from mnist_lightning.models import NETWORKS, build_network
 from mnist_lightning.models.cnn import SeedCNN
 
@@ -88,3 +89,21 @@ def test_label_smoothing_softens_the_training_loss_only():
     assert not torch.allclose(loss, F.cross_entropy(logits, y))
     with pytest.raises(ValueError, match="label_smoothing=1.0: must be at least 0 and below 1"):
         MNISTLitModule({"arch": "mlp"}, label_smoothing=1.0)
+
+
+def test_a_file_that_is_not_a_checkpoint_gets_the_projects_own_line_never_advice_to_unpickle(tmp_path):
+    from mnist_lightning.errors import UserError
+    from mnist_lightning.models.checkpoint import read
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"a": 1}, plain)
+    code = tmp_path / "code.ckpt"
+    torch.save({"hyper_parameters": {"net": {"arch": "mlp"}}, "hook": torch.nn.ReLU()}, code)  # pickles a class
+    for path, reason in (
+        (ROOT / "README.md", "not a PyTorch checkpoint, or one that holds more than plain data"),
+        (code, "not a PyTorch checkpoint, or one that holds more than plain data"),
+        (plain, "a PyTorch file, but not a training checkpoint of this project (no 'hyper_parameters' entry)"),
+    ):
+        with pytest.raises(UserError) as refused:
+            read(path)
+        assert reason in str(refused.value) and "weights_only" not in str(refused.value), refused.value

@@ -25,7 +25,9 @@ def test_run_folder_has_everything(trained):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     names = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch_*.ckpt"))
     assert len(names) == 2 and all(re.fullmatch(r"epoch_0[01]-val_acc_0\.\d{4}\.ckpt", n) for n in names), names
-    assert "test acc (best checkpoint)" in result.stderr + result.stdout
+    output = result.stderr + result.stdout
+    assert "] - Summary\n  run folder" in output and "test acc (best checkpoint)" in output
+    assert "💡" not in output and "litlogger" not in output, "Lightning's tips are filtered out"
     assert not (run_dir / ".train.lock").exists(), "the run folder's lock is released at the end"
 
 

@@ -65,6 +65,7 @@ def build_trainer(node: DictConfig, datamodule: Any = None, **kwargs: Any) -> An
 
     from mnist_lightning.training.precision import auto_precision
 
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_tips)
     precision = node.get("precision", "32-true")
     if precision == "auto":
         precision, reason = auto_precision(node.get("accelerator", "auto"))
@@ -74,6 +75,11 @@ def build_trainer(node: DictConfig, datamodule: Any = None, **kwargs: Any) -> An
     if isinstance(node.get("profiler"), str):
         kwargs["profiler"] = build_profiler(node.profiler, node.get("default_root_dir"))
     return build(node, "trainer", precision=precision, **kwargs)
+
+
+def no_tips(record) -> bool:
+    """A logging filter: Lightning's advertising tips (installing litlogger, ...) are not the user's business."""
+    return not str(record.msg).startswith("💡")
 
 
 PROFILERS = ("simple", "advanced", "pytorch")

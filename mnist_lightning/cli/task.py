@@ -1,4 +1,5 @@
-"""What every verb does around its recipe: a user's mistake is one line on stderr and exit status 2."""
+"""What every verb does around its recipe: Hydra's main on `conf/<verb>.yaml`, an override of a key no config has
+refused with the nearest key, and a user's mistake as one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
@@ -11,6 +12,35 @@ from typing import TypeVar
 from mnist_lightning.errors import UserError
 
 T = TypeVar("T")
+CONFIG_PATH = "pkg://mnist_lightning.conf"  # conf/ at the top of the checkout, installed as mnist_lightning.conf
+
+
+def verb(config_name: str) -> Callable[[Callable[..., T]], Callable[[], T]]:
+    """`@verb("evaluate")` on a verb's `main(cfg)`: the command-line entry point of that verb."""
+    import hydra
+
+    def decorate(recipe: Callable[..., T]) -> Callable[[], T]:
+        hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(task(recipe))
+
+        @functools.wraps(recipe)
+        def main() -> T:
+            check_overrides(config_name, sys.argv[1:])
+            return hydra_main()
+
+        return main
+
+    return decorate
+
+
+def check_overrides(config_name: str, argv: list[str]) -> None:
+    """An override of a key no config has: one line naming the nearest key, exit 2, before Hydra composes."""
+    from mnist_lightning.cli.keys import check_known
+
+    try:
+        check_known(config_name, argv)
+    except UserError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
 
 
 def task(recipe: Callable[..., T]) -> Callable[..., T]:

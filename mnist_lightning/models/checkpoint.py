@@ -39,4 +39,13 @@ def load_network(path: str | Path, map_location: str = "cpu") -> torch.nn.Module
 
 
 def _reason(exc: Exception) -> str:
+    """In the project's own words: torch's advice for a refused file is to load it with weights_only=False, which
+    runs whatever code the file holds; a file that is not a checkpoint must never lead anyone there."""
+    import pickle
+    import zipfile
+
+    if isinstance(exc, (pickle.UnpicklingError, zipfile.BadZipFile, EOFError)) or "weights_only" in str(exc):
+        return "not a PyTorch checkpoint, or one that holds more than plain data; give a .ckpt file that training wrote"
+    if isinstance(exc, (KeyError, TypeError)):
+        return f"a PyTorch file, but not a training checkpoint of this project (no {exc} entry)"
     return f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}"

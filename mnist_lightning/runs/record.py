@@ -92,7 +92,7 @@ def summary(run_dir: Path, metrics: dict) -> str:
         ("wall time", f"{metrics['wall_time_s']:.1f} s"),
     ]
     width = max(len(name) for name, _ in rows)
-    return "\n".join(["", "Summary"] + [f"  {name:<{width}}  {value}" for name, value in rows])
+    return "\n".join(["Summary"] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 
 def number(value) -> float | None:

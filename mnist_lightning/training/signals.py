@@ -57,7 +57,7 @@ class GracefulStop(pl.Callback):
             else Path(trainer.default_root_dir) / "checkpoints"
         )
         self.checkpoint = folder / "last.ckpt"
-        trainer.save_checkpoint(self.checkpoint)
+        trainer.save_checkpoint(self.checkpoint, weights_only=False)  # all of it: a resume needs the loops
         log.warning("Saved %s at epoch %d, step %d", self.checkpoint, trainer.current_epoch, trainer.global_step)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

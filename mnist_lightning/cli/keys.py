@@ -1,0 +1,80 @@
+"""A `key=value` override of a key no config has: one line that names the nearest existing key, before Hydra's
+advice to add it with `+key=value` (which would then fail where the key is a typo).
+
+The keys are read from the YAML files of conf/ (every option of every group, where its `# @package` puts it),
+without composing: a superset of what any composition holds, so a key that exists is never refused, and cheap
+enough for every launch."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from importlib import resources
+
+import yaml
+
+from mnist_lightning.cli import overrides
+from mnist_lightning.errors import UserError
+
+PACKAGE = re.compile(r"^#\s*@package\s+(\S+)", re.M)
+
+
+@functools.cache
+def known_keys(config_name: str) -> frozenset[str]:
+    """Every dotted key (and every group name) that conf/<config_name>.yaml or any group option can put into a
+    composed config."""
+    keys: set[str] = set()
+    conf = resources.files("mnist_lightning.conf")
+    for entry in conf.iterdir():
+        if entry.name == f"{config_name}.yaml":
+            _add(keys, "", entry.read_text())
+        elif entry.is_dir() and not entry.name.startswith(("_", ".")) and entry.name != "hydra":
+            keys.add(entry.name)
+            for option in entry.iterdir():
+                if option.name.endswith(".yaml"):
+                    text = option.read_text()
+                    package = PACKAGE.search(text)
+                    where = package.group(1) if package else entry.name
+                    _add(keys, "" if where == "_global_" else where, text)
+    return frozenset(keys)
+
+
+def _add(keys: set[str], prefix: str, text: str) -> None:
+    node = yaml.safe_load(text) or {}
+    if prefix:
+        keys.update(".".join(prefix.split(".")[: i + 1]) for i in range(prefix.count(".") + 1))
+    stack = [(prefix, node)]
+    while stack:
+        path, value = stack.pop()
+        if not isinstance(value, dict):
+            continue
+        for key, child in value.items():
+            if path == prefix and key == "defaults":
+                continue
+            dotted = f"{path}.{key}" if path else str(key)
+            keys.add(dotted)
+            stack.append((dotted, child))
+
+
+def check_known(config_name: str, argv: list[str]) -> None:
+    """Refuse, in one line, an override that sets a key no config has (`+key=`, `++key=`, `~key` and `hydra.*` are
+    left to Hydra: adding a key is what they are for)."""
+    plain = [a for a in argv if "=" in a and not a.startswith(("+", "~", "-")) and not a.startswith("hydra.")]
+    try:
+        parsed = overrides.parse(plain)
+    except Exception:  # a malformed override: Hydra reports it in its own words
+        return
+    known = known_keys(config_name)
+    for override in parsed:
+        key = override.key_or_group
+        if key in known or "@" in key:
+            continue
+        value = override.input_line.split("=", 1)[1]
+        nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        hint = f"did you mean {nearest[0]}={value}? " if nearest else ""
+        raise UserError(
+            f"{override.input_line}: no config has the key {key}; {hint}"
+            f"`--cfg job` lists the settings (to add a new key on purpose, e.g. a Trainer argument the config does "
+            f"not list: +{key}={value})"
+        )
