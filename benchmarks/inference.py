@@ -17,7 +17,7 @@ def evaluation(bench: Bench) -> list[dict]:
     from torchvision import datasets, transforms
 
     from mnist_lightning.data.datamodule import MNISTDataModule
-    from mnist_lightning.inference.runtime import logits_in_batches
+    from mnist_lightning.inference.torch_runtime import logits_in_batches
     from mnist_lightning.models.cnn import SeedCNN
 
     network = SeedCNN().eval()
@@ -68,7 +68,7 @@ def inference(bench: Bench) -> list[dict]:
     import torch
 
     from mnist_lightning.inference import preprocess
-    from mnist_lightning.inference.runtime import logits_in_batches, probabilities
+    from mnist_lightning.inference.torch_runtime import logits_in_batches, probabilities
     from mnist_lightning.models.checkpoint import load_network
 
     checkpoint = bench.inference_checkpoint()
@@ -149,19 +149,21 @@ def runtimes(bench: Bench) -> list[dict]:
     import torch
     from PIL import Image
 
+    from mnist_lightning.artifacts.export import export
     from mnist_lightning.data.files import load_split
-    from mnist_lightning.inference import artifacts, preprocess
+    from mnist_lightning.inference import preprocess
+    from mnist_lightning.inference.model import LoadedModel
     from mnist_lightning.inference.onnx_runtime import OnnxModel
-    from mnist_lightning.inference.runtime import TorchModel
-    from mnist_lightning.models.checkpoint import load_network
+    from mnist_lightning.inference.torch_runtime import TorchModel
 
     checkpoint = bench.inference_checkpoint()
     images, labels = load_split(bench.data_dir, train=False)
     count = 1000 if bench.quick else 10_000
     folder = bench.scratch / "export"
-    artifacts.export(load_network(checkpoint), checkpoint, folder, images[:count], labels[:count])
+    model = LoadedModel.load(checkpoint)
+    export(model, folder, images[:count], labels[:count])
     models = {
-        "PyTorch eager": TorchModel(load_network(checkpoint)),
+        "PyTorch eager": model.classifier,
         ".pt2": TorchModel(torch.export.load(folder / "model.pt2").module()),
         "ONNX Runtime": OnnxModel(folder / "model.onnx"),
     }

@@ -18,31 +18,30 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    from mnist_lightning.cli.build import build
-    from mnist_lightning.inference import reports, runtime
-    from mnist_lightning.models.checkpoint import load_network
-    from mnist_lightning.runs import layout, lineage, resolve
+    from mnist_lightning.artifacts import reports
+    from mnist_lightning.cli.build import build_data
+    from mnist_lightning.inference import torch_runtime
+    from mnist_lightning.inference.model import LoadedModel
+    from mnist_lightning.runs import layout, resolve
 
     started = time.time()
     run_dir = Path(cfg.paths.output_dir)
-    device = runtime.pick_device(cfg.device)
+    device = torch_runtime.pick_device(cfg.device)
     checkpoint = resolve.resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
-    network = load_network(checkpoint, map_location=str(device))
+    model = LoadedModel.load(checkpoint, device=str(device))
     log.info("Evaluating %s on %s", checkpoint, device)
 
-    datamodule = build(cfg.data, "data")
-    datamodule.prepare_data()
-    datamodule.setup("test")
+    datamodule = build_data(cfg.data, "test")
     images, labels = datamodule.test_set.images, datamodule.test_set.labels
-    logits = runtime.logits_in_batches(network, images, datamodule.eval_batch_size_for(device), device)
+    logits = torch_runtime.logits_in_batches(model.network, images, datamodule.eval_batch_size_for(device), device)
     metrics = reports.write_evaluation(
         run_dir, images, labels, logits, n_bins=cfg.n_bins, misclassified=cfg.misclassified
     )
     record = {
         "kind": "evaluate",
-        "checkpoint": str(checkpoint.resolve()),
-        "checkpoint_sha256": lineage.sha256sum(checkpoint),
-        "model_version": lineage.model_version(checkpoint),
+        "checkpoint": str(model.checkpoint),
+        "checkpoint_sha256": model.sha256,
+        "model_version": model.version,
         "data_md5": datamodule.file_md5,
         "device": str(device),
         "wall_time_s": round(time.time() - started, 2),

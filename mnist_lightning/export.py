@@ -17,29 +17,28 @@ log = logging.getLogger(__name__)
 
 
 def export(cfg: DictConfig) -> dict:
-    from mnist_lightning.cli.build import build
-    from mnist_lightning.inference import artifacts
-    from mnist_lightning.models.checkpoint import load_network
+    from mnist_lightning.artifacts import export as exporting
+    from mnist_lightning.cli.build import build_data
+    from mnist_lightning.inference.model import LoadedModel
+    from mnist_lightning.runs import model_json
     from mnist_lightning.runs.resolve import resolve_model
 
-    artifacts.require_export_extra()
+    exporting.require_export_extra()
     checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else artifacts.default_dir(checkpoint)
-    network = load_network(checkpoint)
-    datamodule = build(cfg.data, "data")
-    datamodule.prepare_data()
-    datamodule.setup("fit")  # the test split to verify on, training and validation splits for the drift reference
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else model_json.default_dir(checkpoint)
+    model = LoadedModel.load(checkpoint)
+    datamodule = build_data(cfg.data, "fit")  # the test split to verify on, training and validation for drift
     log.info("Exporting %s into %s", checkpoint, out_dir)
-    meta = artifacts.export_with(datamodule, network, checkpoint, out_dir)
+    meta = exporting.export_with(datamodule, model, out_dir)
     check = meta["verification"]
     log.info(
         "\nSummary\n  model version   %s\n  written to      %s\n  files           %s, %s, %s (ONNX opset %d)\n"
         "  verified on     %s test images: same predictions, max |logit difference| %s (tolerance %g)",
         meta["model_version"],
         out_dir,
-        artifacts.ONNX_FILE,
-        artifacts.PT2_FILE,
-        artifacts.META_FILE,
+        model_json.ONNX_FILE,
+        model_json.PT2_FILE,
+        model_json.META_FILE,
         meta["files"]["onnx"]["opset"],
         f"{check['images']:,}",
         ", ".join(f"{k} {v:.1e}" for k, v in check["max_abs_logit_diff"].items()),

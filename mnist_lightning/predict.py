@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def predict(cfg: DictConfig) -> list[dict]:
     from mnist_lightning.inference import preprocess
-    from mnist_lightning.inference.classifiers import load_classifier
+    from mnist_lightning.inference.model import LoadedModel
     from mnist_lightning.runs import atomic, resolve
 
     if OmegaConf.is_missing(cfg, "image"):
@@ -38,34 +38,21 @@ def predict(cfg: DictConfig) -> list[dict]:
         results += [{"path": s, "error": e} for s, e in errors]
 
     checkpoint = resolve.resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
-    classifier = load_classifier(checkpoint, cfg.runtime, cfg.export_dir)
+    model = LoadedModel.load(checkpoint, cfg.runtime, export_dir=cfg.export_dir)
 
-    prepared = {}
+    opened = {}
     for path in paths:
         try:
-            image = preprocess.open_image(path, max_pixels=cfg.max_pixels)
+            opened[path] = preprocess.open_image(path, max_pixels=cfg.max_pixels)
         except preprocess.ImageError as exc:
             results.append({"path": str(path), "error": str(exc)})
+    prepared = {}  # path -> (image, its 28x28 digit), for the figures
+    for (path, image), (answer, digit) in zip(opened.items(), model.classify(list(opened.values())), strict=True):
+        if answer["prediction"] is None:
+            results.append({"path": str(path), "error": answer["reason"]})
             continue
-        ready = preprocess.prepare(image)
-        if ready.digit is None:
-            results.append({"path": str(path), "error": ready.note})
-        else:
-            prepared[path] = (image, ready)
-
-    if prepared:
-        probabilities = classifier.probabilities([ready.digit for _, ready in prepared.values()])
-        for (path, (_, ready)), probs in zip(prepared.items(), probabilities, strict=True):
-            digit = int(probs.argmax())
-            results.append(
-                {
-                    "path": str(path),
-                    "prediction": digit,
-                    "confidence": round(float(probs[digit]), 6),
-                    "probabilities": [round(float(p), 6) for p in probs],
-                    "inverted": ready.inverted,
-                }
-            )
+        prepared[path] = (image, digit)
+        results.append({"path": str(path), **{k: v for k, v in answer.items() if k != "reason"}})
 
     order = {str(p): i for i, p in enumerate(paths)}
     results.sort(key=lambda r: order.get(r["path"], -1))  # the order the user gave, errors for patterns first
@@ -75,14 +62,14 @@ def predict(cfg: DictConfig) -> list[dict]:
     atomic.write_text(out_file, "".join(json.dumps(r) + "\n" for r in results))
 
     if cfg.visualize and prepared:
-        from mnist_lightning.inference import reports
+        from mnist_lightning.artifacts import reports
 
         for index, result in enumerate(results):
             if "prediction" not in result:
                 continue
-            image, ready = prepared[Path(result["path"])]
+            image, digit = prepared[Path(result["path"])]
             title = f"{result['prediction']} ({result['confidence']:.1%})"
-            figure = reports.prediction_figure(image, ready.digit, result["probabilities"], title)
+            figure = reports.prediction_figure(image, digit, result["probabilities"], title)
             reports.save_figure(figure, run_dir / f"{index:03d}_{Path(result['path']).stem}.png")
 
     print(_table(results, checkpoint, out_file))

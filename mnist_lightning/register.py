@@ -21,20 +21,18 @@ log = logging.getLogger(__name__)
 
 
 def register(cfg: DictConfig) -> dict:
-    from mnist_lightning.models.checkpoint import read
-    from mnist_lightning.runs import layout, lineage, registry
+    from mnist_lightning.inference.model import LoadedModel
+    from mnist_lightning.runs import layout, registry
     from mnist_lightning.runs.resolve import resolve_model
 
     registry.client(cfg.paths.outputs_root)  # fails first, in one line, without the mlflow extra
-    checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root).resolve()
-    net = dict(read(checkpoint)["hyper_parameters"]["net"])
-    name = cfg.name or f"mnist-{net['arch']}"
-    run_dir = layout.run_of_checkpoint(checkpoint)
-    metrics = (layout.read_metrics(run_dir) or {}) if run_dir else {}
-    export_dir = exported(cfg, checkpoint) if cfg.export else None
+    model = LoadedModel.load(resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root))
+    checkpoint, run_dir, metrics = model.checkpoint, model.run_dir, model.metrics
+    name = cfg.name or f"mnist-{model.net['arch']}"
+    export_dir = exported(cfg, model) if cfg.export else None
     tags = {
-        "model_version": lineage.model_version(checkpoint),
-        "network": json.dumps(net),
+        "model_version": model.version,
+        "network": json.dumps(model.net),
         "checkpoint": str(checkpoint),
         "run_dir": str(run_dir) if run_dir else "",
         "data_md5": json.dumps(metrics.get("data_md5") or {}),
@@ -72,33 +70,24 @@ def register(cfg: DictConfig) -> dict:
     return result
 
 
-def exported(cfg: DictConfig, checkpoint: Path) -> Path | None:
+def exported(cfg: DictConfig, model) -> Path | None:
     """The checkpoint's export folder, made now unless it holds this checkpoint's export with the drift reference;
     None without the export extra."""
-    from mnist_lightning.inference import artifacts
-    from mnist_lightning.runs.lineage import sha256sum
+    from mnist_lightning.artifacts import export as exporting
+    from mnist_lightning.cli.build import build_data
+    from mnist_lightning.runs import model_json
 
     try:
-        artifacts.require_export_extra()
+        exporting.require_export_extra()
     except UserError as exc:
         log.warning("Registering the weights only: %s", exc)
         return None
-    folder = artifacts.default_dir(checkpoint)
-    try:
-        meta = artifacts.read_meta(folder)
-        if meta.get("checkpoint_sha256") == sha256sum(checkpoint) and "reference" in meta:
-            return folder
-    except UserError:
-        pass  # none yet, or unreadable: made again
-    # an export of another checkpoint, or one made before model.json held the drift reference, is made again
-    from mnist_lightning.cli.build import build
-    from mnist_lightning.models.checkpoint import load_network
-
-    datamodule = build(cfg.data, "data")
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    log.info("Exporting %s into %s first", checkpoint, folder)
-    artifacts.export_with(datamodule, load_network(checkpoint), checkpoint, folder)
+    folder = model_json.default_dir(model.checkpoint)
+    if model.export is not None and "reference" in model.export:  # LoadedModel keeps only this checkpoint's export
+        return folder
+    # none yet, one of another checkpoint, or one made before model.json held the drift reference: made again
+    log.info("Exporting %s into %s first", model.checkpoint, folder)
+    exporting.export_with(build_data(cfg.data, "fit"), model, folder)
     return folder
 
 

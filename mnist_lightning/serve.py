@@ -28,22 +28,19 @@ def serve(cfg: DictConfig) -> None:
     require_extra("serve", "uvicorn", "fastapi", "multipart", "prometheus_client", needed_for="serving")
     import uvicorn
 
-    from mnist_lightning.inference.runtime import pick_device
+    from mnist_lightning.inference.model import LoadedModel
+    from mnist_lightning.inference.torch_runtime import pick_device
     from mnist_lightning.runs.resolve import resolve_model
     from mnist_lightning.serving.app import create_app
-    from mnist_lightning.serving.model import ServedModel
 
     settings = service_settings(cfg)
     check_port_free(settings.host, settings.port)
     root, device = cfg.paths.outputs_root, str(pick_device(cfg.device))
     checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, root)
-    model = ServedModel.load(checkpoint, device=device, runtime=cfg.runtime, export_dir=cfg.export_dir)
+    model = LoadedModel.load(checkpoint, cfg.runtime, device, cfg.export_dir)
     candidate = None
-    if reference := settings.ab.candidate:
-        # resolve_model takes a file as ckpt_path and any other reference as model_ref (it ignores model_ref
-        # when ckpt_path is given); ab.candidate may be either
-        found = resolve_model(reference if reference.endswith(".ckpt") else None, reference, root)
-        candidate = ServedModel.load(found, device=device, runtime=cfg.runtime)
+    if reference := settings.ab.candidate:  # a .ckpt file, best, latest or registry:NAME@ALIAS, as model_ref takes
+        candidate = LoadedModel.load(resolve_model(None, reference, root), cfg.runtime, device)
         if candidate.version == model.version:
             raise UserError(f"ab.candidate={reference}: that is the main model itself ({model.version}); give another")
     app = create_app(model, settings, candidate)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from helpers import run_cli
+from mnist_lightning.artifacts import reports
 from mnist_lightning.errors import UserError
-from mnist_lightning.inference import reports
 from mnist_lightning.models.checkpoint import load_network
 from mnist_lightning.runs import layout, lineage
 

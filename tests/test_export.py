@@ -15,14 +15,17 @@ import pytest
 import torch
 
 from helpers import ROOT, run_cli, run_without, start_server, stop_server
+from mnist_lightning.artifacts import export as artifacts
 from mnist_lightning.data.files import load_split
 from mnist_lightning.data.transforms import normalize
 from mnist_lightning.errors import UserError
-from mnist_lightning.inference import artifacts
-from mnist_lightning.inference.onnx_runtime import OnnxModel, load_export
+from mnist_lightning.inference.model import LoadedModel
+from mnist_lightning.inference.onnx_runtime import OnnxModel
+from mnist_lightning.inference.torch_runtime import TorchModel
 from mnist_lightning.models import NETWORKS, build_network
 from mnist_lightning.models.checkpoint import load_network
-from mnist_lightning.runs import lineage
+from mnist_lightning.runs import lineage, model_json
+from mnist_lightning.runs.lineage import sha256sum
 
 pytestmark = pytest.mark.slow  # exports the shared trained model once, then runs it
 
@@ -30,7 +33,7 @@ pytestmark = pytest.mark.slow  # exports the shared trained model once, then run
 def test_the_export_folder_holds_the_three_files_described(exported):
     _, checkpoint, folder, result = exported
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.onnx", "model.pt2"]  # no .data file
-    meta = artifacts.read_meta(folder)
+    meta = model_json.read_meta(folder)
     assert meta == json.loads((folder / "model.json").read_text())  # what is written is what is read
     assert meta["model_version"] == lineage.sha256sum(checkpoint)[:12] and meta["checkpoint"] == str(checkpoint)
     assert meta["network"] == {
@@ -92,7 +95,7 @@ def test_a_corrupted_onnx_file_is_one_clear_error(exported, mnist_dir, tmp_path)
     shutil.copytree(folder, broken)
     (broken / "model.onnx").write_bytes((folder / "model.onnx").read_bytes()[:5000])
     with pytest.raises(UserError, match="model.onnx: not a loadable ONNX model .* export the model again"):
-        load_export(broken)
+        LoadedModel.load(checkpoint, "onnx", export_dir=broken)
     result = run_cli(
         "mnist_lightning.predict",
         f"image={ROOT / 'examples'}",
@@ -110,7 +113,7 @@ def test_an_export_of_another_checkpoint_is_refused(exported, trained, tmp_path)
     _, _, folder, _ = exported
     other = next((trained[1] / "checkpoints").glob("epoch_00-*.ckpt"))  # the first epoch: other weights
     with pytest.raises(UserError, match="holds the export of model .* not of .*epoch_00-"):
-        load_export(folder, other)
+        LoadedModel.load(other, "onnx", export_dir=folder)
 
 
 def predictions(cwd, mnist_dir, checkpoint, tmp_path, *extra) -> list[dict]:
@@ -191,7 +194,7 @@ def test_an_export_that_differs_from_pytorch_is_refused_and_leaves_no_files(mnis
         checkpoint,
     )
     with pytest.raises(artifacts.ExportMismatch, match="does not match PyTorch on the 1,000 test images"):
-        artifacts.export(network, checkpoint, tmp_path / "export", images[:1000], labels[:1000])
+        artifacts.export(handle(network, checkpoint), tmp_path / "export", images[:1000], labels[:1000])
     assert list((tmp_path / "export").iterdir()) == []
 
 
@@ -210,7 +213,13 @@ def test_every_other_network_exports_with_parity(arch, mnist_dir, tmp_path):
     network = build_network(arch).eval()  # batch norm in eval mode: its running statistics are part of the graph
     checkpoint = tmp_path / f"{arch}.ckpt"
     torch.save({"hyper_parameters": {"net": {"arch": arch}}, "state_dict": {}}, checkpoint)
-    meta = artifacts.export(network, checkpoint, tmp_path / "export", images[:1000], labels[:1000])
+    meta = artifacts.export(handle(network, checkpoint), tmp_path / "export", images[:1000], labels[:1000])
     assert meta["network"]["name"] == arch
     assert meta["verification"]["images"] == 1000, meta["verification"]
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["model.json", "model.onnx", "model.pt2"]
+
+
+def handle(network, checkpoint):
+    """A LoadedModel around a network built in the test (its checkpoint holds only the network's spec)."""
+    net = dict(torch.load(checkpoint, weights_only=True)["hyper_parameters"]["net"])
+    return LoadedModel(TorchModel(network), checkpoint, sha256sum(checkpoint), net, None)

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from helpers import start_server, stop_server
 from mnist_lightning.data.files import load_split
 from mnist_lightning.inference import preprocess
-from mnist_lightning.inference.runtime import probabilities
+from mnist_lightning.inference.torch_runtime import probabilities
 from mnist_lightning.models.checkpoint import load_network
 
 pytestmark = pytest.mark.slow  # a server and a browser

@@ -14,11 +14,11 @@ from PIL import Image
 
 from helpers import CONF_DIR, ROOT, huge_png, png_bytes, scribbles, tiny_run, write_reference
 from mnist_lightning.errors import UserError
+from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.runs import lineage
 from mnist_lightning.serve import service_settings
 from mnist_lightning.serving.ab import hashed_share
 from mnist_lightning.serving.app import create_app
-from mnist_lightning.serving.model import ServedModel
 from mnist_lightning.serving.settings import AB, Limits, Monitoring, ServeSettings
 
 EXAMPLE = ROOT / "examples" / "1_paper.jpg"
@@ -31,12 +31,12 @@ ROUTES = {"/predict", "/predict/batch", "/feedback", "/ab", "/health", "/model",
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> tuple[ServedModel, ServedModel]:
+def models(tmp_path_factory) -> tuple[LoadedModel, LoadedModel]:
     """(main, candidate): the main one with a drift reference made of scribbles(WINDOW), the candidate without."""
     root = tmp_path_factory.mktemp("served")
     main = tiny_run(root / "main", seed=0)
     write_reference(main, scribbles(WINDOW))
-    return ServedModel.load(main), ServedModel.load(tiny_run(root / "candidate", seed=1))
+    return LoadedModel.load(main), LoadedModel.load(tiny_run(root / "candidate", seed=1))
 
 
 @pytest.fixture

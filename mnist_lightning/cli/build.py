@@ -26,6 +26,15 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise UserError(f"{key}{separator}{detail}") from exc
 
 
+def build_data(node: DictConfig, stage: str) -> Any:
+    """The datamodule of the `data` group with its files checked and its splits for `stage` in memory ("test": the
+    test split; "fit": training and validation too)."""
+    datamodule = build(node, "data")
+    datamodule.prepare_data()
+    datamodule.setup(stage)
+    return datamodule
+
+
 def build_each(group: DictConfig | None, key: str) -> list:
     """Instantiate every entry of a dict-of-configs group (callbacks, loggers); null entries are skipped."""
     if not group:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_lightning.errors import UserError, require_extra
-from mnist_lightning.inference import artifacts
+from mnist_lightning.runs.model_json import INPUT, OUTPUT
 
 
 class OnnxModel:
@@ -34,7 +34,7 @@ class OnnxModel:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Logits (N, 10) for normalised float32 images (N, 1, 28, 28)."""
-        return self.session.run([artifacts.OUTPUT], {artifacts.INPUT: np.asarray(batch, dtype=np.float32)})[0]
+        return self.session.run([OUTPUT], {INPUT: np.asarray(batch, dtype=np.float32)})[0]
 
     def probabilities(self, digits: list[np.ndarray]) -> np.ndarray:
         """Class probabilities (N, 10) for prepared 28x28 digits (values in 0..1)."""
@@ -42,19 +42,3 @@ class OnnxModel:
         logits = self.logits(batch)
         exp = np.exp(logits - logits.max(1, keepdims=True))
         return exp / exp.sum(1, keepdims=True)
-
-
-def load_export(folder: str | Path, checkpoint: str | Path | None = None) -> tuple[OnnxModel, dict]:
-    """The ONNX model of an export folder and its model.json; with `checkpoint`, refuse an export of another one."""
-    meta = artifacts.read_meta(folder)
-    if checkpoint is not None:
-        from mnist_lightning.runs.lineage import sha256sum
-
-        if meta.get("checkpoint_sha256") != sha256sum(checkpoint):
-            raise UserError(
-                f"{folder} holds the export of model {meta.get('model_version')}, not of {checkpoint}: "
-                f"export that checkpoint (python -m mnist_lightning.export ckpt_path={checkpoint})"
-            )
-    normalisation = meta["input"]["normalisation"]
-    model = OnnxModel(Path(folder) / meta["files"]["onnx"]["file"], normalisation["mean"], normalisation["std"])
-    return model, meta

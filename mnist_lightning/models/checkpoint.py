@@ -26,7 +26,11 @@ def read(path: str | Path, map_location: str = "cpu") -> dict:
 
 def load_network(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
     """The network stored in a training checkpoint, in eval mode, on `map_location`."""
-    checkpoint = read(path, map_location)
+    return network_from(read(path, map_location), path, map_location)
+
+
+def network_from(checkpoint: dict, path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
+    """The network of a checkpoint already `read` from `path` (named in errors), in eval mode."""
     try:
         network = build_network(**dict(checkpoint["hyper_parameters"]["net"]))
         prefix = "net."

@@ -10,12 +10,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
+from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving import routes_ab, routes_predict, routes_service
 from mnist_lightning.serving.ab import Experiment
 from mnist_lightning.serving.drift import DriftMonitor
 from mnist_lightning.serving.limits import BodySizeLimit
 from mnist_lightning.serving.metrics import RequestMetrics, ServiceMetrics
-from mnist_lightning.serving.model import ServedModel
 from mnist_lightning.serving.settings import ServeSettings
 from mnist_lightning.serving.validation import readable_validation_error
 
@@ -23,7 +23,7 @@ ROUTERS = (routes_predict.router, routes_ab.router, routes_service.router)
 
 
 def create_app(
-    model: ServedModel, settings: ServeSettings | None = None, candidate: ServedModel | None = None
+    model: LoadedModel, settings: ServeSettings | None = None, candidate: LoadedModel | None = None
 ) -> FastAPI:
     """The service answering with `model`, and with `candidate` for a share of the clients (settings.ab)."""
     settings = settings or ServeSettings()

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, File, Header, HTTPException, UploadFile
 from PIL import Image
 
 from mnist_lightning.inference import preprocess
+from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving.ab import Experiment
 from mnist_lightning.serving.drift import DriftMonitor
 from mnist_lightning.serving.metrics import ServiceMetrics
-from mnist_lightning.serving.model import ServedModel
 from mnist_lightning.serving.schemas import BatchItem, BatchPrediction, ErrorDetail, Prediction
 from mnist_lightning.serving.state import ExperimentDep, MetricsDep, ModelsDep, MonitorsDep, SettingsDep
 
@@ -33,7 +33,7 @@ class Answers:
     """The answers of one model version to decoded images, counted in the metrics, watched for drift and recorded
     by the experiment, each with the request id that /feedback refers to."""
 
-    models: dict[str, ServedModel]
+    models: dict[str, LoadedModel]
     experiment: Experiment
     monitors: dict[str, DriftMonitor]
     metrics: ServiceMetrics

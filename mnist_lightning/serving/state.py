@@ -9,10 +9,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving.ab import Experiment
 from mnist_lightning.serving.drift import DriftMonitor
 from mnist_lightning.serving.metrics import ServiceMetrics
-from mnist_lightning.serving.model import ServedModel
 from mnist_lightning.serving.settings import ServeSettings
 
 
@@ -20,12 +20,12 @@ async def settings(request: Request) -> ServeSettings:
     return request.app.state.settings
 
 
-async def models(request: Request) -> dict[str, ServedModel]:
+async def models(request: Request) -> dict[str, LoadedModel]:
     """Every served model by version, the main one first."""
     return request.app.state.models
 
 
-async def main_model(request: Request) -> ServedModel:
+async def main_model(request: Request) -> LoadedModel:
     return request.app.state.models[request.app.state.experiment.main]
 
 
@@ -43,8 +43,8 @@ async def metrics(request: Request) -> ServiceMetrics:
 
 
 SettingsDep = Annotated[ServeSettings, Depends(settings)]
-ModelsDep = Annotated[dict[str, ServedModel], Depends(models)]
-MainModelDep = Annotated[ServedModel, Depends(main_model)]
+ModelsDep = Annotated[dict[str, LoadedModel], Depends(models)]
+MainModelDep = Annotated[LoadedModel, Depends(main_model)]
 ExperimentDep = Annotated[Experiment, Depends(experiment)]
 MonitorsDep = Annotated[dict[str, DriftMonitor], Depends(monitors)]
 MetricsDep = Annotated[ServiceMetrics, Depends(metrics)]

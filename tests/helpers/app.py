@@ -11,9 +11,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import renderings
-from mnist_lightning.inference import artifacts, statistics
+from mnist_lightning.inference import statistics
 from mnist_lightning.models import build_network
-from mnist_lightning.runs import layout, lineage
+from mnist_lightning.runs import layout, lineage, model_json
 
 TINY_NET = {"arch": "mlp", "hidden": [16], "dropout": 0.2}
 
@@ -35,18 +35,18 @@ def tiny_run(run_dir: Path, seed: int) -> Path:
 def write_reference(checkpoint: Path, images: list[Image.Image]) -> None:
     """An export folder whose model.json holds only a drift reference: `images` as this checkpoint's model
     answers them. Requests with the same images then drift by nothing."""
-    from mnist_lightning.serving.model import ServedModel
+    from mnist_lightning.inference.model import LoadedModel
 
-    answers = [(result, digit) for result, digit in ServedModel.load(checkpoint).classify(images) if digit is not None]
+    answers = [(result, digit) for result, digit in LoadedModel.load(checkpoint).classify(images) if digit is not None]
     reference = statistics.reference(
         [digit for _, digit in answers],
         np.array([result["prediction"] for result, _ in answers]),
         np.array([result["confidence"] for result, _ in answers]),
     )
-    folder = artifacts.default_dir(checkpoint)
+    folder = model_json.default_dir(checkpoint)
     folder.mkdir(parents=True)
-    meta = {"format": artifacts.FORMAT, "checkpoint_sha256": lineage.sha256sum(checkpoint)}
-    (folder / artifacts.META_FILE).write_text(json.dumps({**meta, "reference": {"statistics": reference}}))
+    meta = {"format": model_json.FORMAT, "checkpoint_sha256": lineage.sha256sum(checkpoint)}
+    (folder / model_json.META_FILE).write_text(json.dumps({**meta, "reference": {"statistics": reference}}))
 
 
 def scribbles(count: int, seed: int = 0) -> list[Image.Image]:

@@ -5,7 +5,8 @@
 - `model.json`: everything needed to use them elsewhere: version, origin, input and output names and shapes,
   the normalisation, the test accuracy, and the parity the export was verified to.
 
-Writing needs the `export` extra (onnx, onnxscript, onnxruntime); reading model.json needs nothing.
+Writing needs the `export` extra (onnx, onnxscript, onnxruntime). What model.json holds and how it is read is
+`mnist_lightning.runs.model_json`.
 """
 
 from __future__ import annotations
@@ -18,32 +19,24 @@ from importlib import metadata
 from pathlib import Path
 
 from mnist_lightning.errors import UserError, require_extra
-from mnist_lightning.runs import atomic, layout, lineage
+from mnist_lightning.runs import atomic, lineage
+from mnist_lightning.runs.model_json import FORMAT, INPUT, META_FILE, ONNX_FILE, OUTPUT, PT2_FILE
 
-ONNX_FILE, PT2_FILE, META_FILE = "model.onnx", "model.pt2", "model.json"
-INPUT, OUTPUT = "image", "logits"
 TOLERANCE = 1e-4  # the largest |logit difference| to PyTorch an export may show on the test set
-FORMAT = 1  # of model.json
 
 
 class ExportMismatch(UserError):
     """An exported model does not give PyTorch's answers; nothing was written."""
 
 
-def default_dir(checkpoint: str | Path) -> Path:
-    """`<run folder>/export` for a checkpoint of a run, else an `export` folder beside the checkpoint."""
-    return (layout.run_of_checkpoint(checkpoint) or Path(checkpoint).resolve().parent) / "export"
-
-
 def require_export_extra() -> None:
     require_extra("export", "onnx", "onnxscript", "onnxruntime", needed_for="exporting")
 
 
-def export(
-    network, checkpoint: Path, out_dir: Path, test_images, test_labels, train_images=None, val_images=None
-) -> dict:
-    """Write model.onnx, model.pt2 and model.json for `network` (from `checkpoint`) into `out_dir`, after checking
-    on the test images that both give PyTorch's predictions. Raises ExportMismatch and writes nothing otherwise.
+def export(model, out_dir: Path, test_images, test_labels, train_images=None, val_images=None) -> dict:
+    """Write model.onnx, model.pt2 and model.json for `model` (a LoadedModel in PyTorch) into `out_dir`, after
+    checking on the test images that both give PyTorch's predictions. Raises ExportMismatch and writes nothing
+    otherwise.
 
     With training and validation images, model.json also gets the reference statistics a service watches for
     drift: the inputs' (from a sample of training digits) and the model's answers (on the validation split).
@@ -51,7 +44,7 @@ def export(
     import torch
 
     require_export_extra()
-    network = network.cpu().eval()  # the exporters trace the module as it is: dropout must be off
+    network = model.network.cpu().eval()  # the exporters trace the module as it is: dropout must be off
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as scratch:  # removed whatever happens
         scratch = Path(scratch)
@@ -61,7 +54,7 @@ def export(
         program = torch.export.export(network, example, dynamic_shapes=({0: batch},))
         torch.export.save(program, scratch / PT2_FILE)
         verification = verify(network, scratch, test_images, test_labels)
-        meta = describe(network, checkpoint, opset, verification, scratch)
+        meta = describe(model, opset, verification, scratch)
         if train_images is not None and val_images is not None:
             meta["reference"] = reference_statistics(network, train_images, val_images)
         atomic.write_text(scratch / META_FILE, json.dumps(meta, indent=2) + "\n")
@@ -70,12 +63,11 @@ def export(
     return meta
 
 
-def export_with(datamodule, network, checkpoint: Path, out_dir: Path) -> dict:
+def export_with(datamodule, model, out_dir: Path) -> dict:
     """export() on a datamodule set up for "fit": its test split to verify on, its training and validation
     splits for the drift reference."""
     return export(
-        network,
-        checkpoint,
+        model,
         out_dir,
         datamodule.test_set.images,
         datamodule.test_set.labels,
@@ -165,7 +157,7 @@ def reference_statistics(network, train_images, val_images) -> dict:
     import torch
     from PIL import Image
 
-    from mnist_lightning.inference import preprocess, runtime, statistics
+    from mnist_lightning.inference import preprocess, statistics, torch_runtime
 
     def prepared(images) -> list:
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:REFERENCE_SAMPLE]
@@ -173,7 +165,9 @@ def reference_statistics(network, train_images, val_images) -> dict:
         return [d for d in digits if d is not None]
 
     answered = prepared(val_images)
-    probs = torch.cat([runtime.probabilities(network, answered[i : i + 256]) for i in range(0, len(answered), 256)])
+    probs = torch.cat(
+        [torch_runtime.probabilities(network, answered[i : i + 256]) for i in range(0, len(answered), 256)]
+    )
     probs = probs.float().numpy()
     result = statistics.reference(prepared(train_images), probs.argmax(1), probs.max(1))
     return {
@@ -184,14 +178,10 @@ def reference_statistics(network, train_images, val_images) -> dict:
     }
 
 
-def describe(network, checkpoint: Path, opset: int, verification: dict, folder: Path) -> dict:
+def describe(model, opset: int, verification: dict, folder: Path) -> dict:
     from mnist_lightning.data.transforms import MNIST_MEAN, MNIST_STD
-    from mnist_lightning.models.checkpoint import read
 
-    checkpoint = checkpoint.resolve()
-    net = dict(read(checkpoint)["hyper_parameters"]["net"])
-    run_dir = layout.run_of_checkpoint(checkpoint)
-    metrics = (layout.read_metrics(run_dir) or {}) if run_dir else {}
+    net = dict(model.net)
     versions = {}
     for package in ("torch", "onnx", "onnxscript", "onnxruntime"):
         try:
@@ -200,10 +190,10 @@ def describe(network, checkpoint: Path, opset: int, verification: dict, folder: 
             versions[package] = None
     return {
         "format": FORMAT,
-        "model_version": lineage.model_version(checkpoint),
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": lineage.sha256sum(checkpoint),
-        "run_dir": str(run_dir) if run_dir else None,
+        "model_version": model.version,
+        "checkpoint": str(model.checkpoint),
+        "checkpoint_sha256": model.sha256,
+        "run_dir": str(model.run_dir) if model.run_dir else None,
         "network": {"name": net.pop("arch"), "arguments": net},
         "input": {
             "name": INPUT,
@@ -222,24 +212,8 @@ def describe(network, checkpoint: Path, opset: int, verification: dict, folder: 
             "onnx": {"file": ONNX_FILE, "opset": opset, "sha256": lineage.sha256sum(folder / ONNX_FILE)},
             "pt2": {"file": PT2_FILE, "sha256": lineage.sha256sum(folder / PT2_FILE)},
         },
-        "test_accuracy": metrics.get("test/acc"),
+        "test_accuracy": model.metrics.get("test/acc"),
         "verification": verification,
         "exported_with": versions,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-
-
-def read_meta(folder: str | Path) -> dict:
-    """model.json of an export folder; UserError when there is none or it is not one."""
-    path = Path(folder) / META_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(
-            f"{folder}: no export there ({META_FILE} is missing); run python -m mnist_lightning.export first"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable {META_FILE} ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise UserError(f"{path}: not a model.json this version reads (format {FORMAT}); export again")
-    return meta
