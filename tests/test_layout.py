@@ -19,7 +19,7 @@ ALLOWED = {
     "serving": {"inference", "models", "data", "runs", "errors"},
     "artifacts": {"inference", "models", "data", "runs", "errors"},
     "cli": {"runs", "training", "errors"},
-    "training": {"runs", "errors"},
+    "training": {"models", "runs", "errors"},
     "inference": {"data", "models", "runs", "errors"},
     "data": {"errors"},
     "models": {"errors"},

@@ -73,7 +73,7 @@ class LoadedModel:
             from mnist_lightning.models import checkpoint as checkpoints
 
             state = checkpoints.read(checkpoint, map_location=device)
-            net = dict(state["hyper_parameters"]["net"])
+            net = checkpoints.net_spec(state)
             classifier = TorchModel(checkpoints.network_from(state, checkpoint, map_location=device))
         else:
             from mnist_lightning.inference.onnx_runtime import OnnxModel

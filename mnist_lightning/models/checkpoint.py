@@ -18,10 +18,15 @@ def read(path: str | Path, map_location: str = "cpu") -> dict:
     """The checkpoint as plain data; raises UserError naming the file for anything that is not one."""
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        dict(checkpoint["hyper_parameters"]["net"])
+        net_spec(checkpoint)
     except Exception as exc:  # truncated, not a checkpoint, pickled code...
         raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({_reason(exc)})") from exc
     return checkpoint
+
+
+def net_spec(checkpoint: dict) -> dict:
+    """`{"arch": name, **arguments}`: the network a checkpoint holds, as training stored it."""
+    return dict(checkpoint["hyper_parameters"]["net"])
 
 
 def load_network(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
@@ -32,7 +37,7 @@ def load_network(path: str | Path, map_location: str = "cpu") -> torch.nn.Module
 def network_from(checkpoint: dict, path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
     """The network of a checkpoint already `read` from `path` (named in errors), in eval mode."""
     try:
-        network = build_network(**dict(checkpoint["hyper_parameters"]["net"]))
+        network = build_network(**net_spec(checkpoint))
         prefix = "net."
         network.load_state_dict(
             {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}

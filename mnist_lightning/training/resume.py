@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mnist_lightning.errors import UserError
+from mnist_lightning.models.checkpoint import net_spec
 from mnist_lightning.runs import layout, resolve
 
 
@@ -79,7 +80,7 @@ def check_resumable(checkpoint: Path, net: dict, max_epochs: int | None = None, 
     run has already reached `max_epochs` or `max_steps` (resuming it would train nothing)."""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        saved = dict(state["hyper_parameters"]["net"])
+        saved = net_spec(state)
         # Lightning counts an epoch as processed before the checkpoints of its end are written
         epochs = int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
         step = int(state["global_step"])
