@@ -12,7 +12,7 @@ from mnist_lightning.runs import layout, lineage
 def finished(run_dir: Path, trainer, fit: dict, tested: dict, *, started: float, seed: int, resume: dict) -> dict:
     """The record of a run whose fit ended by its schedule, a target stop or the pruner (`fit["pruned"]`).
 
-    `trainer` is the Lightning Trainer after fit and test; `fit` what fit left (training.outcome.fit_outcome);
+    `trainer` is the Lightning Trainer after fit and test; `fit` what fit left (training.results.fit_outcome);
     `tested` the test results of the best checkpoint; `resume` {"from": checkpoint or None, "resumes": [...]}.
     """
     best = fit.pop("best_checkpoint", None)
