@@ -52,7 +52,7 @@ export: install ## model.onnx, model.pt2 and model.json for the best run, verifi
 	$(BIN)/python -m mnist_lightning.export $(ARGS)
 
 ALIAS ?= champion
-register: install ## file the best run in the MLflow registry as mnist-cnn, alias champion (ALIAS=challenger)
+register: install ## file the best run in the MLflow registry as mnist-<network>, alias champion (ALIAS=challenger)
 	$(BIN)/python -m mnist_lightning.register alias=$(ALIAS) $(ARGS)
 
 examples: install ## rewrite examples/ from the MNIST test set (DATA=folder holding MNIST/raw)

@@ -1,9 +1,9 @@
 """Register a trained model in MLflow's registry: `python -m mnist_lightning.register` (`make register`).
 
 Files the chosen checkpoint, with its export (ONNX, .pt2 and model.json, made now if missing) and the run's
-config, as a version of a registered model (default `mnist-cnn`), tagged with its metrics, data md5s and sha256,
-and points an alias at it (`champion` by default). The same checkpoint is never filed twice: registering it
-again only moves the alias, which is how a challenger is promoted.
+config, as a version of a registered model (default `mnist-<network>`, e.g. `mnist-cnn`), tagged with its
+metrics, data md5s and sha256, and points an alias at it (`champion` by default). The same checkpoint is never
+filed twice: registering it again only moves the alias, which is how a challenger is promoted.
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ class MNISTDataModule(pl.LightningDataModule):
                 sampler.resume_at(self._resume_position["epoch"], self._resume_position["batches_done"])
                 self._resume_position = None
         on_device = self.on_device
-        if on_device is None:  # auto: a GPU holds the whole split (about 55 MB) and indexes batches itself
+        if on_device is None:  # auto: a GPU holds the whole split (43 MB of training images) and indexes batches itself
             on_device = device.type == "cuda" and self.num_workers == 0
         if on_device and device.type != "cpu":
             if self.num_workers:
