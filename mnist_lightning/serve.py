@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import socket
 from typing import TYPE_CHECKING
 
@@ -87,11 +88,22 @@ def service_settings(cfg: DictConfig) -> ServeSettings:
     from mnist_lightning.serving.settings import ServeSettings
 
     keys = [key for key in ServeSettings.model_fields if key in cfg]
-    given = {key: OmegaConf.to_object(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key] for key in keys}
+    given = {key: numbers(OmegaConf.to_object(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key]) for key in keys}
     try:
         return ServeSettings.model_validate(given)
     except ValidationError as exc:
         raise UserError("; ".join(breach(error) for error in exc.errors())) from None
+
+
+def numbers(value):
+    """Numbers written as strings become numbers: `port=${oc.env:PORT}` always gives a string. Everything else
+    (`true` where a number belongs, say) is left for the settings' strict rules to refuse."""
+    if isinstance(value, dict):
+        return {key: numbers(item) for key, item in value.items()}
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*", value):
+        number = float(value)
+        return int(number) if number.is_integer() and re.fullmatch(r"\s*[+-]?\d+\s*", value) else number
+    return value
 
 
 def breach(error: dict) -> str:

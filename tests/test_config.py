@@ -274,6 +274,7 @@ def test_a_typo_in_a_key_is_refused_with_the_nearest_key(tmp_path, mnist_dir):
         check_known("evaluate", ["limits.max_batch=3"])  # a key of serve, not of evaluate
     assert "did you mean" not in str(refused.value) and "+limits.max_batch=3" in str(refused.value)
     check_known("train", ["+trainer.val_check_interval=0.5", "~callbacks.lr_monitor", "hydra.job.chdir=false"])
+    check_known("train", ["hydra/launcher=joblib", "hydra/sweeper=mnist_optuna", "hydra/job_logging=disabled"])
     check_known("train", ["model=mlp", "model.net.hidden=[32]", "data.batch_size=16,32", "experiment=fast"])
     result = run_cli("mnist_lightning.train", "data.batchsize=32", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
     assert result.returncode == 2 and "did you mean data.batch_size=32?" in result.stderr, result.stderr

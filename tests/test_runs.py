@@ -167,3 +167,61 @@ def test_a_lock_left_by_a_dead_process_or_a_reused_pid_is_taken_over(tmp_path):
             assert json.loads((tmp_path / lock.LOCK_FILE).read_text()) == lock.this_process()
         assert not (tmp_path / lock.LOCK_FILE).exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # no file of the take-over is left behind
+
+
+def finished_run(tmp_path: Path, state: str = "finished", epochs: int = 2, step: int = 300) -> Path:
+    """A run folder whose record says `state` after `epochs` epochs and `step` steps, with its last.ckpt."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    layout.write_metrics(run, {"state": state, "epochs": epochs, "global_step": step})
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    net = {"arch": "mlp", "hidden": [8]}
+    torch.save({"hyper_parameters": {"net": net}, "global_step": step, "loops": {}, "optimizer_states": []}, checkpoint)
+    return checkpoint
+
+
+@pytest.mark.parametrize(
+    ("state", "max_epochs", "max_steps", "refused"),
+    [
+        ("finished", 2, -1, "(epoch 2 of trainer.max_epochs=2, step 300)"),
+        ("pruned", 1, -1, "(epoch 2 of trainer.max_epochs=1, step 300)"),
+        ("finished", None, 300, "(step 300 of trainer.max_steps=300)"),
+        ("finished", 3, -1, None),  # a longer schedule trains on
+        ("finished", -1, -1, None),  # no limit at all
+        ("finished", None, -1, None),  # Lightning's default: 1000 epochs
+        ("interrupted", 2, -1, None),  # stopped before its record was written: resuming tests and records it
+    ],
+)
+def test_a_resume_that_would_train_nothing_after_a_finished_record_is_refused(
+    tmp_path, state, max_epochs, max_steps, refused
+):
+    from mnist_lightning.training.resume import check_resumable
+
+    checkpoint = finished_run(tmp_path, state)
+    if refused is None:
+        check_resumable(checkpoint, {"arch": "mlp", "hidden": [8]}, max_epochs, max_steps)
+        return
+    with pytest.raises(UserError, match="has already finished its schedule") as error:
+        check_resumable(checkpoint, {"arch": "mlp", "hidden": [8]}, max_epochs, max_steps)
+    assert refused in str(error.value) and str(checkpoint.parent.parent) in str(error.value)
+
+
+def test_a_refused_resume_keeps_a_finished_or_pruned_record(tmp_path):
+    from mnist_lightning.runs import record
+
+    for state in ("finished", "pruned", "interrupted"):
+        run = finished_run(tmp_path / state, state).parent.parent
+        assert record.failed(run, UserError("refused"), resuming=True) is None
+    assert record.failed(tmp_path / "nothing", UserError("x"), resuming=True) == {
+        "state": "failed",
+        "error": "UserError: x",
+    }
+
+
+def test_a_file_named_like_a_reference_is_not_taken_for_a_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "best").write_text("not a checkpoint")
+    with pytest.raises(UserError, match="No trained model under"):
+        resolve_model(None, "best", tmp_path / "outputs")
+    checkpoint = finished_run(tmp_path)
+    assert resolve_model(None, str(checkpoint), tmp_path / "outputs") == checkpoint  # ab.candidate=FILE

@@ -384,3 +384,21 @@ def test_settings_are_refused_in_one_line_naming_the_keys(overrides, message):
     with pytest.raises(UserError, match=re.escape(message)) as refused:
         service_settings(conf)
     assert "\n" not in str(refused.value)
+
+
+def test_numbers_from_the_environment_are_numbers(monkeypatch):
+    """`port=${oc.env:PORT}` always gives a string: a number written that way is taken as the number."""
+    monkeypatch.setenv("PORT", "8080")
+    monkeypatch.setenv("WARN", "0.05")
+    conf = OmegaConf.merge(
+        OmegaConf.load(CONF_DIR / "serve.yaml"),
+        OmegaConf.from_dotlist(["port=${oc.env:PORT}", "monitoring.warn=${oc.env:WARN}"]),
+    )
+    settings = service_settings(conf)
+    assert settings.port == 8080 and settings.monitoring.warn == 0.05
+
+
+def test_an_in_process_app_with_a_candidate_checks_its_share(models):
+    main, candidate = models
+    with pytest.raises(UserError, match="ab.fraction=1.5: the candidate's share must be between 0 and 1"):
+        create_app(main, ServeSettings(ab={"fraction": 1.5}), candidate)

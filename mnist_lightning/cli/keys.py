@@ -58,9 +58,9 @@ def _add(keys: set[str], prefix: str, text: str) -> None:
 
 
 def check_known(config_name: str, argv: list[str]) -> None:
-    """Refuse, in one line, an override that sets a key no config has (`+key=`, `++key=`, `~key` and `hydra.*` are
-    left to Hydra: adding a key is what they are for)."""
-    plain = [a for a in argv if "=" in a and not a.startswith(("+", "~", "-")) and not a.startswith("hydra.")]
+    """Refuse, in one line, an override that sets a key no config has (`+key=`, `++key=`, `~key`, `hydra.*` and
+    Hydra's own groups such as `hydra/launcher=joblib` are left to Hydra)."""
+    plain = [a for a in argv if "=" in a and not a.startswith(("+", "~", "-", "hydra.", "hydra/"))]
     try:
         parsed = overrides.parse(plain)
     except Exception:  # a malformed override: Hydra reports it in its own words
@@ -68,7 +68,7 @@ def check_known(config_name: str, argv: list[str]) -> None:
     known = known_keys(config_name)
     for override in parsed:
         key = override.key_or_group
-        if key in known or "@" in key:
+        if key in known:
             continue
         value = override.input_line.split("=", 1)[1]
         nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.8)

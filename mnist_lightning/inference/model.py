@@ -38,7 +38,7 @@ class LoadedModel:
     def network(self):
         """The torch.nn.Module (runtime=torch only): evaluate and export run it directly."""
         if not hasattr(self.classifier, "network"):
-            raise UserError(f"runtime={self.runtime}: this command needs the checkpoint in PyTorch (runtime=torch)")
+            raise UserError("this command runs the checkpoint in PyTorch: give runtime=torch")
         return self.classifier.network
 
     @property

@@ -50,10 +50,10 @@ def interrupted(trainer, signal_name: str | None, checkpoint: Path | None, start
 
 
 def failed(run_dir: str | Path, error: BaseException | str, resuming: bool = False, **extra) -> dict | None:
-    """The record of a run that failed; None when a failed or refused resume leaves a finished or interrupted run's
-    own record as it was (the error is in the command's output and the run's log)."""
+    """The record of a run that failed; None when a failed or refused resume leaves a finished, pruned or interrupted
+    run's own record as it was (the error is in the command's output and the run's log)."""
     previous = layout.read_metrics(run_dir) if resuming else None
-    if previous and previous.get("state") in ("finished", "interrupted"):
+    if previous and previous.get("state") in ("finished", "pruned", "interrupted"):
         return None
     text = error if isinstance(error, str) else f"{error.__class__.__name__}: {error}"
     return {"state": "failed", "error": text, **extra}

@@ -53,7 +53,8 @@ def resolve_model(ckpt_path: str | None, model_ref: str, outputs_root: str | Pat
     checkpoint; `registry:NAME@ALIAS` or `registry:NAME/VERSION`: a version of the model registry, copied
     locally. Runs whose checkpoint is missing, empty or half-written are skipped.
     """
-    if not ckpt_path and (str(model_ref).endswith(".ckpt") or Path(str(model_ref)).is_file()):
+    named = str(model_ref) in ("best", "latest") or str(model_ref).startswith("registry:")
+    if not ckpt_path and not named and (str(model_ref).endswith(".ckpt") or Path(str(model_ref)).is_file()):
         ckpt_path = model_ref  # a checkpoint file given where a reference is expected (ab.candidate=FILE)
     if ckpt_path:
         path = Path(ckpt_path)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
+from mnist_lightning.errors import UserError
 from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving import routes_ab, routes_predict, routes_service
 from mnist_lightning.serving.ab import Experiment
@@ -27,6 +28,8 @@ def create_app(
 ) -> FastAPI:
     """The service answering with `model`, and with `candidate` for a share of the clients (settings.ab)."""
     settings = settings or ServeSettings()
+    if candidate is not None and not 0 < settings.ab.fraction < 1:  # the settings check it only with ab.candidate
+        raise UserError(f"ab.fraction={settings.ab.fraction}: the candidate's share must be between 0 and 1")
     app = FastAPI(
         title="mnist_lightning",
         summary="Handwritten digits in, the digit and the probability of each class out.",

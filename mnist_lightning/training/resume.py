@@ -76,15 +76,15 @@ def plan_resume(ckpt_path: str | None, outputs_root: str, run_dir: Path, net: di
 
 
 def check_resumable(checkpoint: Path, net: dict, max_epochs: int | None = None, max_steps: int | None = None) -> None:
-    """Refuse, naming the setting, a resume whose checkpoint is not a training checkpoint of this network, or whose
-    run has already reached `max_epochs` or `max_steps` (resuming it would train nothing)."""
+    """Refuse, naming the setting, a resume whose checkpoint is not a training checkpoint of this network, or the
+    last state of a run whose record says it finished (or was pruned) within `max_epochs` and `max_steps`:
+    resuming it would train nothing and replace that record. (A run stopped after its last epoch but before its
+    test has no finished record: resuming it tests and records it.)"""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         saved = net_spec(state)
-        # Lightning counts an epoch as processed before the checkpoints of its end are written
-        epochs = int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
         step = int(state["global_step"])
-        state["optimizer_states"]  # noqa: B018 - a training checkpoint has them
+        state["loops"], state["optimizer_states"]  # noqa: B018 - a training checkpoint has both
     except Exception as exc:
         reason = f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
         raise UserError(
@@ -97,11 +97,18 @@ def check_resumable(checkpoint: Path, net: dict, max_epochs: int | None = None, 
             f"ckpt_path={checkpoint}: the checkpoint's network differs from model.net ({detail}). "
             f"Resume with the run's own model settings, or start a new run without ckpt_path."
         )
-    done_epochs = max_epochs not in (None, -1) and epochs >= max_epochs
-    if done_epochs or max_steps not in (None, -1) and step >= max_steps:
-        run = layout.run_of_checkpoint(checkpoint) or checkpoint
-        where = f"epoch {epochs} of trainer.max_epochs={max_epochs}" if done_epochs else f"step {step} of "
-        where += f", step {step}" if done_epochs else f"trainer.max_steps={max_steps}"
+    run = layout.run_of_checkpoint(checkpoint)
+    record = (layout.read_metrics(run) or {}) if run else {}
+    if record.get("state") not in ("finished", "pruned") or step < (record.get("global_step") or 0):
+        return
+    # Lightning's limits: max_epochs -1 is no limit; left out, 1000 epochs unless max_steps limits the run
+    steps_limit = None if max_steps in (None, -1) else max_steps
+    epochs_limit = None if max_epochs == -1 or max_epochs is None and steps_limit else max_epochs or 1000
+    epochs = int(record.get("epochs") or 0)
+    done_epochs = epochs_limit is not None and epochs >= epochs_limit
+    if done_epochs or steps_limit is not None and step >= steps_limit:
+        where = f"epoch {epochs} of trainer.max_epochs={max_epochs}, " if done_epochs else ""
+        where += f"step {step}" if done_epochs else f"step {step} of trainer.max_steps={max_steps}"
         raise UserError(
             f"ckpt_path={checkpoint}: {run} has already finished its schedule ({where}), so resuming would train "
             f"nothing. Train longer in a new run (without ckpt_path, with more epochs), or resume with a larger "
