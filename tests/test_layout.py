@@ -65,7 +65,8 @@ def test_the_configs_live_at_the_top_level_and_every_package_is_installed():
     assert (ROOT / "conf" / "train.yaml").is_file() and not (PACKAGE / "conf").exists()
     inits = [*PACKAGE.rglob("__init__.py"), *ROOT.glob("hydra_plugins/*/__init__.py")]
     in_tree = {".".join(p.parent.relative_to(ROOT).parts) for p in inits}
-    assert set(setuptools["packages"]) == in_tree | {"mnist_lightning.conf"}, "add the new package to pyproject.toml"
+    expected = in_tree | {"mnist_lightning.conf", "hydra_plugins"}
+    assert set(setuptools["packages"]) == expected, "add the new package to pyproject.toml"
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))

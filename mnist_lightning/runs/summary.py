@@ -63,10 +63,10 @@ def collect(root: Path) -> list[dict]:
 
 
 def seed_groups(rows: list[dict]) -> list[dict]:
-    """Mean ± std of runs that differ only in seed (finished runs on their whole splits only)."""
+    """Mean ± std of finished runs that differ only in seed (so also in nothing that limits their evaluation)."""
     groups = defaultdict(list)
     for row in rows:
-        if row["state"] == "finished" and not row["partial"]:
+        if row["state"] == "finished":
             rest = " ".join(v for k, v in row["_keys"].items() if k != "seed")
             groups[rest].append(row)
     out = []
