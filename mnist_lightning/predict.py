@@ -40,18 +40,27 @@ def predict(cfg: DictConfig) -> list[dict]:
     checkpoint = resolve.resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
     model = LoadedModel.load(checkpoint, cfg.runtime, export_dir=cfg.export_dir)
 
-    opened = {}
+    # one image at a time, decoded, reduced and prepared: only its 28x28 digit (and a preview when drawing) is kept
+    limits = preprocess.DecodeLimits(max_pixels=cfg.max_pixels, max_bytes=cfg.max_pixels * 8)  # every mode
+    loaded = {}  # path -> (Prepared, preview image or None)
     for path in paths:
         try:
-            opened[path] = preprocess.open_image(path, max_pixels=cfg.max_pixels)
+            image = preprocess.open_image(path, limits=limits)
+            ready = preprocess.prepare(image)
         except preprocess.ImageError as exc:
-            results.append({"path": str(path), "error": str(exc)})
-    prepared = {}  # path -> (image, its 28x28 digit), for the figures
-    for (path, image), (answer, digit) in zip(opened.items(), model.classify(list(opened.values())), strict=True):
+            message = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+            results.append({"path": str(path), "error": message})
+            continue
+        if cfg.visualize:
+            image.thumbnail((512, 512))
+        loaded[path] = (ready, image if cfg.visualize else None)
+    prepared = {}  # path -> (preview, its 28x28 digit), for the figures
+    answers = model.answer([ready for ready, _ in loaded.values()])
+    for (path, (_, preview)), (answer, digit) in zip(loaded.items(), answers, strict=True):
         if answer["prediction"] is None:
             results.append({"path": str(path), "error": answer["reason"]})
             continue
-        prepared[path] = (image, digit)
+        prepared[path] = (preview, digit)
         results.append({"path": str(path), **{k: v for k, v in answer.items() if k != "reason"}})
 
     order = {str(p): i for i, p in enumerate(paths)}

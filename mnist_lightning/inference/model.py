@@ -88,10 +88,13 @@ class LoadedModel:
         return cls(classifier, checkpoint, sha256, net, run_dir, metrics, export)
 
     def classify(self, images: list) -> list[tuple[dict, object]]:
-        """(result, prepared digit or None) per decoded PIL image, in one forward pass. A result holds prediction,
-        confidence, probabilities and inversion, or prediction None and the reason when no digit was found. Safe to
-        call from several threads at once (eval mode, no state)."""
-        prepared = [preprocess.prepare(image) for image in images]
+        """(result, prepared digit or None) per decoded PIL image, in one forward pass: `answer` of their digits."""
+        return self.answer([preprocess.prepare(image) for image in images])
+
+    def answer(self, prepared: list[preprocess.Prepared]) -> list[tuple[dict, object]]:
+        """(result, digit or None) per prepared image (`preprocess.load_digit`), in one forward pass. A result
+        holds prediction, confidence, probabilities and inversion, or prediction None and the reason when no digit
+        was found. Safe to call from several threads at once (eval mode, no state)."""
         digits = [ready.digit for ready in prepared if ready.digit is not None]
         probabilities = iter(self.classifier.probabilities(digits) if digits else [])
         answers = []

@@ -3,13 +3,22 @@
 Imports neither Lightning nor Hydra, so the predict CLI, a server and notebooks share it and start fast.
 MNIST's recipe: light digit on a dark background, the digit's bounding box scaled so its longer side
 is 20 px (aspect ratio kept, anti-aliased), placed in a 28x28 field with its centre of mass in the middle.
+
+Decoding is bounded for untrusted files: only the formats a digit comes in are opened, the pixel count and the
+decoded size (pixels x bytes per pixel of the image's mode) are checked from the header before any pixel is
+decoded, JPEGs are decoded at a reduced scale, and every image is reduced to at most WORKING_SIZE pixels a side
+at once, so nothing larger than the decoded file is ever held and no float copy of a large image is made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,9 +28,26 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mnist_lightning.errors import UserError
 
 MAX_PIXELS = 40_000_000  # larger images are refused (decompression bombs, accidental photos of posters)
+# what decoding one image may hold in memory, from its header: 40 Mpx of greyscale or 1-bit, 20 Mpx of RGB,
+# 10 Mpx of RGBA
+MAX_DECODED_BYTES = 80_000_000
+# the formats a photo, a scan or a drawing of a digit comes in (JPEG includes MPO; PPM also reads PGM, PBM and
+# PFM); containers such as ICO, which decode their frames while being opened, and formats no one draws digits in
+# are not opened at all
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+# the longer side an image is reduced to right after decoding: the digit ends up 20 px high, so a digit a
+# fiftieth of the picture's height still keeps its shape
+WORKING_SIZE = 1024
 INK_THRESHOLD = 0.15  # share of full contrast above which a pixel counts as part of the digit
 MIN_CONTRAST = 0.2  # an image whose darkest and lightest parts differ by less holds no digit
+# bytes per pixel while an image of this mode is decoded and reduced, from the sizes Pillow works in: 1 byte a
+# pixel for 1, L and P, 2 for I;16, 4 for every other mode; reducing LA and RGBA makes a premultiplied copy, and the
+# modes of REDUCIBLE_AS are converted first (P may become RGBA, which is then premultiplied)
+BYTES_PER_PIXEL = {"1": 2, "L": 1, "P": 9, "PA": 12, "LA": 8, "RGBA": 8, "I;16": 6, "I;16L": 6, "I;16B": 6, "I;16N": 6}
+OTHER_MODES_BYTES = 4
+# converted before reducing: box-averaging palette indices or single bits would be meaningless
+REDUCIBLE_AS = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I"}
 
 
 class ImageError(UserError):
@@ -29,7 +55,17 @@ class ImageError(UserError):
 
 
 class ImageTooLarge(ImageError):
-    """The image has more pixels than allowed (a decompression bomb, a photo of a poster)."""
+    """The image has more pixels, or would take more memory to decode, than allowed."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What decoding one image may cost. `reserve(n)` is entered around the decoding of an image that takes n
+    bytes: a server passes a shared budget (serving/limits.py) that makes concurrent large decodes wait."""
+
+    max_pixels: int = MAX_PIXELS
+    max_bytes: int = MAX_DECODED_BYTES
+    reserve: Callable[[int], AbstractContextManager] = field(default=lambda cost: contextlib.nullcontext())
 
 
 @dataclass
@@ -41,54 +77,92 @@ class Prepared:
     note: str = ""
 
 
-def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open and fully decode an image file, with EXIF orientation applied. Raises ImageError."""
+def open_image(path: str | Path, max_pixels: int = MAX_PIXELS, limits: DecodeLimits | None = None) -> Image.Image:
+    """Open and decode an image file (reduced to WORKING_SIZE), with EXIF orientation applied. Raises ImageError."""
     path = Path(path)
     if not path.exists():
         raise ImageError(f"{path}: no such file")
     if not path.is_file():
         raise ImageError(f"{path}: not a file")
-    return decode_image(path, str(path), max_pixels)
+    return decode_image(path, str(path), max_pixels, limits)
 
 
-def decode_image(source: str | Path | bytes | BinaryIO, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Fully decode an image (a path, its bytes, or a file object), with EXIF orientation applied.
+def decoded_bytes(image: Image.Image) -> int:
+    """Memory that decoding and reducing `image` holds at its peak, from its header."""
+    return image.width * image.height * BYTES_PER_PIXEL.get(image.mode, OTHER_MODES_BYTES)
 
-    Raises ImageError naming `name` for an empty, unknown, truncated or corrupt image, or one over `max_pixels`
-    (checked from the header, before the pixels are decoded).
+
+def decode_image(
+    source: str | Path | bytes | BinaryIO, name: str, max_pixels: int = MAX_PIXELS, limits: DecodeLimits | None = None
+) -> Image.Image:
+    """Decode an image (a path, its bytes, or a file object), reduced to at most WORKING_SIZE pixels a side, with
+    EXIF orientation applied.
+
+    Raises ImageError naming `name` for an empty, unknown, truncated or corrupt image, ImageTooLarge for one over
+    the pixel limit or the decoded-bytes limit (both checked from the header, before the pixels are decoded).
     """
+    limits = limits or DecodeLimits(max_pixels=max_pixels)
     if isinstance(source, bytes):
         if not source:
             raise ImageError(f"{name}: empty file")
         source = io.BytesIO(source)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below is stricter
-            image = Image.open(source)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limits below are stricter
+            image = Image.open(source, formats=FORMATS)
         with image:
-            if image.width * image.height > max_pixels:
+            if image.width * image.height > limits.max_pixels:
                 raise ImageTooLarge(
-                    f"{name}: {image.width}x{image.height} pixels is over the limit of {max_pixels:,}; "
+                    f"{name}: {image.width}x{image.height} pixels is over the limit of {limits.max_pixels:,}; "
                     f"scale it down first"
                 )
-            image.load()
-            return ImageOps.exif_transpose(image)
+            image.draft(None, (WORKING_SIZE, WORKING_SIZE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when enough
+            cost = decoded_bytes(image)
+            if cost > limits.max_bytes:
+                raise ImageTooLarge(
+                    f"{name}: decoding {image.width}x{image.height} pixels of mode {image.mode} takes "
+                    f"{cost / 1e6:,.0f} MB, over the limit of {limits.max_bytes / 1e6:,.0f} MB; scale it down or "
+                    f"save it in greyscale first"
+                )
+            with limits.reserve(cost):
+                image.load()
+                reduced = reduce(image)
+                image.close()  # the decoded pixels are freed before the budget is given back
+            return ImageOps.exif_transpose(reduced)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"{name}: refused as a decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:  # its message names a BytesIO object, of no use to the reader
-        raise ImageError(f"{name}: not a readable image (not in a format Pillow reads)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for unknown, truncated or corrupt files
+        raise ImageError(
+            f"{name}: not a readable image (the formats read are {', '.join(FORMATS)}; ICO and others are not)"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's errors for truncated or corrupt files
         raise ImageError(f"{name}: not a readable image ({exc})") from exc
 
 
+def reduce(image: Image.Image) -> Image.Image:
+    """A copy at most WORKING_SIZE pixels a side (box-averaged, so strokes keep their ink), detached from its file."""
+    if image.mode in REDUCIBLE_AS:
+        target = REDUCIBLE_AS[image.mode]
+        if image.mode == "P" and "transparency" not in image.info:
+            target = "RGB"
+        image = image.convert(target)
+    factor = math.ceil(max(image.size) / WORKING_SIZE)
+    return image.reduce(factor) if factor > 1 else image.copy()
+
+
 def to_gray(image: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> 2-D float32 in [0, 1]; transparency is composited onto a contrasting background."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    """Any Pillow mode -> 2-D float32 in [0, 1]; transparency is composited onto a contrasting background.
+    Raises ImageError for float images holding NaN or infinities and for colour modes with no grey reading."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         array = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise ImageError("the image holds NaN or infinite values: save it as an ordinary 8- or 16-bit image")
         top = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
         return np.clip(array / top, 0, 1)
+    if image.mode in ("LAB", "HSV"):  # lightness and value are their grey reading; Pillow converts neither to L
+        return np.asarray(image.getchannel("L" if image.mode == "LAB" else "V"), dtype=np.float32) / 255
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("LA", "La", "PA", "RGBa") or (image.mode == "L" and "transparency" in image.info):
@@ -103,7 +177,22 @@ def to_gray(image: Image.Image) -> np.ndarray:
             background = 1.0 if ink < 0.5 else 0.0
             gray = gray * alpha + background * (1 - alpha)
         return gray
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255
+    try:
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255
+    except ValueError as exc:  # a mode Pillow cannot turn into grey
+        raise ImageError(
+            f"colour mode {image.mode} cannot be read as grey: save the image as RGB or greyscale"
+        ) from exc
+
+
+def load_digit(source: str | Path | bytes | BinaryIO, name: str, limits: DecodeLimits | None = None) -> Prepared:
+    """decode_image, then prepare: the 28x28 digit of one file, with nothing of the decoded image kept. Every
+    problem of the file is an ImageError naming `name`."""
+    image = decode_image(source, name, limits=limits)
+    try:
+        return prepare(image)
+    except ImageError as exc:
+        raise ImageError(f"{name}: {exc}") from None
 
 
 def prepare(image: Image.Image, steps: list[tuple[str, np.ndarray]] | None = None) -> Prepared:
