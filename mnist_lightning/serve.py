@@ -12,6 +12,7 @@ import errno
 import logging
 import re
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
@@ -26,13 +27,15 @@ log = logging.getLogger(__name__)
 
 
 def serve(cfg: DictConfig) -> None:
-    require_extra("serve", "uvicorn", "fastapi", "multipart", "prometheus_client", needed_for="serving")
+    require_extra("serve", "uvicorn", "fastapi", "multipart", "prometheus_client", "limits", needed_for="serving")
     import uvicorn
 
     from mnist_lightning.inference.model import LoadedModel
     from mnist_lightning.inference.torch_runtime import pick_device
     from mnist_lightning.runs.resolve import resolve_model
+    from mnist_lightning.serving.ab import kept_salt
     from mnist_lightning.serving.app import create_app
+    from mnist_lightning.serving.server import return_freed_memory, uvicorn_options
 
     settings = service_settings(cfg)
     check_port_free(settings.host, settings.port)
@@ -44,6 +47,15 @@ def serve(cfg: DictConfig) -> None:
         candidate = LoadedModel.load(resolve_model(None, reference, root), cfg.runtime, device)
         if candidate.version == model.version:
             raise UserError(f"ab.candidate={reference}: that is the main model itself ({model.version}); give another")
+        if settings.ab.salt is None:  # one per experiment, kept so that clients keep their model across restarts
+            salt = kept_salt(Path(root) / "serve", model.version, candidate.version)
+            settings = settings.model_copy(update={"ab": settings.ab.model_copy(update={"salt": salt})})
+    if not settings.loopback and settings.auth.token is None:
+        log.warning(
+            "host=%s answers other machines and no token is set: anyone who reaches it can send feedback and "
+            "move the A/B figures; set MNIST_SERVE_TOKEN (docs/security.md)",
+            settings.host,
+        )
     app = create_app(model, settings, candidate)
     shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host
     url = f"http://{shown_host}:{settings.port}{settings.root_path}/"
@@ -57,15 +69,9 @@ def serve(cfg: DictConfig) -> None:
             f"({candidate.checkpoint}); GET {url}ab compares them",
             flush=True,
         )
+    return_freed_memory()
     # uvicorn's own handlers stay off (log_config=None): its lines go through Hydra's, to stderr and serve.log
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        root_path=settings.root_path,
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,
-    )
+    uvicorn.run(app, log_config=None, **uvicorn_options(settings))
 
 
 # what a rule's breach says after `key=value: `; other breaches keep pydantic's own words
@@ -77,6 +83,9 @@ ALLOWED = {
     "int_type": "must be a whole number",
     "float_type": "must be a number",
     "string_type": "must be a string",
+    "string_too_short": "must have at least {min_length} characters",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list, e.g. [a,b]",
     "extra_forbidden": "no such setting",
 }
 
@@ -95,11 +104,14 @@ def service_settings(cfg: DictConfig) -> ServeSettings:
         raise UserError("; ".join(breach(error) for error in exc.errors())) from None
 
 
+TEXT_KEYS = ("token", "salt")  # strings even when they are made of digits
+
+
 def numbers(value):
     """Numbers written as strings become numbers: `port=${oc.env:PORT}` always gives a string. Everything else
     (`true` where a number belongs, say) is left for the settings' strict rules to refuse."""
     if isinstance(value, dict):
-        return {key: numbers(item) for key, item in value.items()}
+        return {key: item if key in TEXT_KEYS else numbers(item) for key, item in value.items()}
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*", value):
         number = float(value)
         return int(number) if number.is_integer() and re.fullmatch(r"\s*[+-]?\d+\s*", value) else number
@@ -111,7 +123,8 @@ def breach(error: dict) -> str:
         return str(error["ctx"]["error"])
     key = ".".join(str(part) for part in error["loc"])
     allowed = ALLOWED[error["type"]].format(**error.get("ctx", {})) if error["type"] in ALLOWED else error["msg"]
-    return f"{key}={error['input']}: {allowed}"
+    shown = "<hidden>" if error["loc"][-1] in TEXT_KEYS else error["input"]  # a secret stays out of the log
+    return f"{key}={shown}: {allowed}"
 
 
 def check_port_free(host: str, port: int) -> None:

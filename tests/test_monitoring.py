@@ -21,6 +21,7 @@ from mnist_lightning.serving.ab import hashed_share
 pytestmark = pytest.mark.slow  # a server with two models
 
 FRACTION = 0.2
+SALT = "monitoring-test"
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,7 @@ def server(exported, mnist_dir, tmp_path_factory):
         f"ckpt_path={checkpoint}",
         f"ab.candidate={candidate}",
         f"ab.fraction={FRACTION}",
+        f"ab.salt={SALT}",
     )
     handle.candidate_file = candidate
     handle.main, handle.candidate = (httpx.get(f"{handle.url}/ab").json()[k] for k in ("main", "candidate"))
@@ -59,7 +61,7 @@ def test_the_candidate_given_as_a_checkpoint_file_is_served_beside_the_main_mode
 
 def main_client() -> str:
     """A client id that the hash sends to the main model."""
-    return next(f"probe-{i}" for i in range(1000) if hashed_share(f"probe-{i}") >= FRACTION)
+    return next(f"probe-{i}" for i in range(1000) if hashed_share(f"probe-{i}", SALT) >= FRACTION)
 
 
 def send(server, arrays: list[np.ndarray]) -> None:

@@ -19,14 +19,15 @@ from mnist_lightning.runs import lineage
 from mnist_lightning.serve import service_settings
 from mnist_lightning.serving.ab import hashed_share
 from mnist_lightning.serving.app import create_app
-from mnist_lightning.serving.settings import AB, Limits, Monitoring, ServeSettings
+from mnist_lightning.serving.settings import AB, Auth, Limits, Monitoring, ServeSettings
 
 EXAMPLE = ROOT / "examples" / "1_paper.jpg"
 WINDOW = 30
-SETTINGS = ServeSettings(ab=AB(fraction=0.5), monitoring=Monitoring(window=WINDOW, min_samples=10))
+SALT = "test-salt"
+SETTINGS = ServeSettings(ab=AB(fraction=0.5, salt=SALT), monitoring=Monitoring(window=WINDOW, min_samples=10))
 # client ids the hash sends to the main model and to the candidate
-TO_MAIN = {"X-Client-Id": next(f"c{i}" for i in range(100) if hashed_share(f"c{i}") >= 0.5)}
-TO_CANDIDATE = {"X-Client-Id": next(f"c{i}" for i in range(100) if hashed_share(f"c{i}") < 0.5)}
+TO_MAIN = {"X-Client-Id": next(f"c{i}" for i in range(100) if hashed_share(f"c{i}", SALT) >= 0.5)}
+TO_CANDIDATE = {"X-Client-Id": next(f"c{i}" for i in range(100) if hashed_share(f"c{i}", SALT) < 0.5)}
 ROUTES = {"/predict", "/predict/batch", "/feedback", "/ab", "/health", "/model", "/metrics", "/monitoring"}
 
 
@@ -168,7 +169,7 @@ def test_clients_keep_their_model_and_ab_tallies_each(client, models):
     ids = [f"user-{i}" for i in range(40)]
     first = [predict(client, files={"file": ("d.png", image(28, 0))}, headers={"X-Client-Id": i}) for i in ids]
     versions = [answer["model_version"] for answer in first]
-    assert versions == [candidate.version if hashed_share(i) < 0.5 else main.version for i in ids]
+    assert versions == [candidate.version if hashed_share(i, SALT) < 0.5 else main.version for i in ids]
     again = [predict(client, files={"file": ("d.png", image(28, 0))}, headers={"X-Client-Id": i}) for i in ids[:5]]
     assert [answer["model_version"] for answer in again] == versions[:5]
     anonymous = {predict(client, files={"file": ("d.png", image(28, 0))})["model_version"] for _ in range(40)}
@@ -273,15 +274,25 @@ def test_monitoring_collects_then_is_ok_for_the_reference_and_alerts_for_changed
 def test_health_and_model_describe_the_main_model(client, models):
     main, _ = models
     assert client.get("/health").json() == {"status": "ok", "model_version": main.version}
-    assert client.get("/model").json() == {
+    public = {
         "model_version": main.version,
-        "checkpoint": str(main.checkpoint),
-        "run_dir": str(main.checkpoint.parent.parent),
         "network": "mlp",
         "runtime": "torch",
         "network_args": {"hidden": [16], "dropout": 0.2},
         "metrics": {"state": "finished", "test/acc": 0.1},
+        "details": False,
+        "checkpoint": None,
+        "run_dir": None,
     }
+    assert client.get("/model").json() == public
+    details = {
+        **public,
+        "details": True,
+        "checkpoint": str(main.checkpoint),
+        "run_dir": str(main.checkpoint.parent.parent),
+    }
+    shown = TestClient(create_app(main, ServeSettings(auth=Auth(public_details=True))))
+    assert shown.get("/model").json() == details
 
 
 def test_metrics_count_every_request_by_route_and_status(client, models):

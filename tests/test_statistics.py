@@ -69,8 +69,14 @@ def test_routing_is_sticky_by_client_id_and_random_without_one():
     ids = [f"user-{i}" for i in range(2000)]
     chosen = [experiment.choose(i) for i in ids]
     assert chosen == [experiment.choose(i) for i in ids]
-    assert chosen == [Experiment("main", "candidate", fraction=0.3).choose(i) for i in ids]  # a restart: the same
-    assert [c == "candidate" for c in chosen] == [hashed_share(i) < 0.3 for i in ids]
+    restarted = Experiment("main", "candidate", fraction=0.3, salt=experiment.salt)  # the salt kept: the same
+    assert chosen == [restarted.choose(i) for i in ids]
+    assert [c == "candidate" for c in chosen] == [hashed_share(i, experiment.salt) < 0.3 for i in ids]
+    # without the salt no one can tell which ids land on the candidate: another salt picks other clients
+    other = Experiment("main", "candidate", fraction=0.3, seed=0)
+    assert other.salt != experiment.salt
+    both = sum(a == b == "candidate" for a, b in zip(chosen, map(other.choose, ids), strict=True))
+    assert 0.05 < both / 2000 < 0.13  # independent: about 0.3 x 0.3 of the clients
     assert 0.25 < chosen.count("candidate") / 2000 < 0.35
     anonymous = [experiment.choose(None) for _ in range(2000)]
     assert 0.25 < anonymous.count("candidate") / 2000 < 0.35

@@ -6,21 +6,24 @@ through the dependencies of state.py; this module only assembles them.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from mnist_lightning.errors import UserError
 from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving import routes_ab, routes_predict, routes_service
 from mnist_lightning.serving.ab import Experiment
+from mnist_lightning.serving.access import require_token
 from mnist_lightning.serving.drift import DriftMonitor
-from mnist_lightning.serving.limits import BodySizeLimit
+from mnist_lightning.serving.limits import BodySizeLimit, ClientLimits, DecodeBudget
 from mnist_lightning.serving.metrics import RequestMetrics, ServiceMetrics
+from mnist_lightning.serving.schemas import error_responses
 from mnist_lightning.serving.settings import ServeSettings
 from mnist_lightning.serving.validation import readable_validation_error
 
-ROUTERS = (routes_predict.router, routes_ab.router, routes_service.router)
+ROUTERS = (routes_predict.router, routes_ab.feedback_router, routes_ab.router, routes_service.router)
 
 
 def create_app(
@@ -37,7 +40,9 @@ def create_app(
         "/predict/batch. The drawing page is at /.",
     )
     models = {served.version: served for served in (model, candidate) if served is not None}
-    experiment = Experiment(model.version, candidate.version if candidate is not None else None, settings.ab.fraction)
+    experiment = Experiment(
+        model.version, candidate.version if candidate is not None else None, settings.ab.fraction, salt=settings.ab.salt
+    )
     metrics = ServiceMetrics()
     for version, served in models.items():
         metrics.serving(version, served.net.get("arch", "unknown"), experiment.role(version))
@@ -47,14 +52,30 @@ def create_app(
     app.state.models = models
     app.state.experiment = experiment
     app.state.monitors = {
-        version: DriftMonitor(served.reference, settings.monitoring) for version, served in models.items()
+        version: DriftMonitor(served.reference, settings.monitoring, settings.client_share)
+        for version, served in models.items()
     }
     app.state.metrics = metrics
-    for router in ROUTERS:
-        app.include_router(router)
+    app.state.decode_budget = DecodeBudget(settings.limits.decode_budget_bytes, settings.limits.decode_wait_s)
+    app.state.client_limits = ClientLimits(settings.limits.requests_per_minute, settings.limits.feedback_per_hour)
+    # with a token, the routes that change the service's state need it (the prediction routes with auth.predict);
+    # declared only then, so the OpenAPI schema says exactly what a client must send
+    guarded = {"dependencies": [Depends(require_token)], "responses": error_responses(401)}
+    token = settings.auth.token is not None
+    app.include_router(routes_predict.router, **(guarded if token and settings.auth.predict else {}))
+    app.include_router(routes_ab.feedback_router, **(guarded if token else {}))
+    app.include_router(routes_ab.router)
+    app.include_router(routes_service.router)
     app.mount("/static", StaticFiles(directory=str(routes_service.PAGE)), name="static")
     app.add_exception_handler(RequestValidationError, readable_validation_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    if settings.cors.origins:  # off by default: no other origin's page may read the answers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors.origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Client-Id"],
+        )
     # added last, so outermost: it counts every request, those the size limit refuses before routing too (under
     # their path when it is one of the routers'; app.routes may hold the routers rather than their routes)
     paths = {route.path for router in ROUTERS for route in router.routes}

@@ -4,7 +4,7 @@ Indexes. NumPy only; no monitoring library is needed for a handful of histograms
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 
 from mnist_lightning.inference import statistics
 from mnist_lightning.serving.settings import Monitoring
@@ -16,22 +16,41 @@ class DriftMonitor:
     Statuses: ok (every PSI below `settings.warn`), warn, alert (any PSI at or above `settings.alert`), collecting
     (fewer than `settings.samples_needed` in the window), no reference (the model's export has none: export or
     register it again).
+
+    One client (serving/access.Caller.client: its X-Client-Id, else its address) fills at most `client_share` of
+    the window: its further answers are not observed until its older ones leave the
+    window, so no single client can push the status to alert, or back to ok to hide real drift.
     """
 
-    def __init__(self, reference: dict | None, settings: Monitoring) -> None:
+    def __init__(self, reference: dict | None, settings: Monitoring, client_share: float = 1.0) -> None:
         self.reference, self.settings = reference, settings
-        self._seen: deque[dict[str, float]] = deque(maxlen=settings.window)
+        self._seen: deque[tuple[str, dict[str, float]]] = deque()
+        self._per_client: Counter[str] = Counter()
+        self._client_cap = max(1, int(client_share * settings.window))
         self._lock = threading.Lock()
 
-    def observe(self, digit, predicted: int, confidence: float) -> None:
+    def observe(self, digit, predicted: int, confidence: float, client: str = "") -> bool:
+        """Add one answer to the window; False when `client` already fills its share of it."""
+        with self._lock:
+            # at its cap, a client's answer is observed only in place of its own oldest one
+            evicts_own = len(self._seen) >= self.settings.window and self._seen[0][0] == client
+            if self._per_client[client] >= self._client_cap and not evicts_own:
+                return False
         row = statistics.digit_statistics(digit)
         row["predicted_class"], row["confidence"] = predicted, confidence
         with self._lock:
-            self._seen.append(row)
+            self._seen.append((client, row))
+            self._per_client[client] += 1
+            while len(self._seen) > self.settings.window:
+                gone, _ = self._seen.popleft()
+                self._per_client[gone] -= 1
+                if not self._per_client[gone]:
+                    del self._per_client[gone]
+        return True
 
     def report(self) -> dict:
         with self._lock:
-            seen = list(self._seen)
+            seen = [row for _, row in self._seen]
         report = {"samples": len(seen), "psi": {}, "status": "no reference"}
         if not self.reference:
             return report

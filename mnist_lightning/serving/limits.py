@@ -1,13 +1,20 @@
-"""A limit on the size of a request body, applied before the body is read into memory.
+"""The service's limits on what one request, one client and all of them together may cost.
 
-Written by hand: uvicorn does not limit body size, and FastAPI only does in recent releases (max_body_size), not
-in every version this package supports. A declared Content-Length over the limit is refused at once; a body
-without one (chunked) is counted as it streams in and refused when it passes the limit.
+BodySizeLimit: the size of a request body, applied before the body is read into memory. Written by hand: uvicorn
+does not limit body size, and FastAPI only does in recent releases (max_body_size), not in every version this
+package supports. A declared Content-Length over the limit is refused at once; a body without one (chunked) is
+counted as it streams in and refused when it passes the limit.
+DecodeBudget: the memory all requests together may hold in decoding images.
+ClientLimits: requests and labels per client address, with the `limits` package.
+(How long a slow client may take to send its request is bounded in serving/server.py, at the connection.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
 
 
 class BodyTooLarge(Exception):
@@ -73,3 +80,58 @@ class BodySizeLimit:
             await self.app(scope, counted_receive, send_unless_refused)
         except BodyTooLarge:
             pass
+
+
+class Busy(Exception):
+    """The server is at one of its limits for now; the request may be sent again later (503)."""
+
+
+class DecodeBudget:
+    """The bytes that all requests together may hold in decoding at once (limits.decode_budget_bytes): a request
+    whose image needs more than is free waits for it, up to `wait_s`, then is answered 503. Small images (a 28x28
+    PNG takes a few kilobytes) pass at once; only several large ones at the same time wait."""
+
+    def __init__(self, total: int, wait_s: float) -> None:
+        self.total, self.wait_s, self.free = total, wait_s, total
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, cost: int):
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.free >= cost, timeout=self.wait_s):
+                raise Busy(
+                    f"the server is decoding other large images and has no room for one of {cost / 1e6:,.0f} MB "
+                    f"for now: send it again in a few seconds, or scale it down"
+                )
+            self.free -= cost
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.free += cost
+                self._changed.notify_all()
+
+
+class ClientLimits:
+    """Requests per minute and labels per hour of each client address (limits.requests_per_minute,
+    limits.feedback_per_hour), counted by the `limits` package in this process's memory: with several worker
+    processes each counts its own share (docs/security.md)."""
+
+    def __init__(self, requests_per_minute: int, feedback_per_hour: int) -> None:
+        from limits import RateLimitItemPerHour, RateLimitItemPerMinute
+        from limits.storage import MemoryStorage
+        from limits.strategies import SlidingWindowCounterRateLimiter
+
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._items = {
+            "requests": RateLimitItemPerMinute(requests_per_minute) if requests_per_minute else None,
+            "feedback": RateLimitItemPerHour(feedback_per_hour) if feedback_per_hour else None,
+        }
+
+    def hit(self, kind: str, client: str) -> float | None:
+        """Count one `kind` from `client`: None when allowed, else the seconds until it would be."""
+        item = self._items[kind]
+        if item is None or self._limiter.hit(item, kind, client):
+            return None
+        stats = self._limiter.get_window_stats(item, kind, client)
+        return max(1.0, stats.reset_time - time.time())

@@ -1,7 +1,9 @@
 """POST /predict and /predict/batch: images in, the digit and the probability of each class out.
 
 Endpoints are plain `def`s: FastAPI runs them in its thread pool, so decoding, preprocessing and the forward pass
-never stall the event loop, and requests in flight at the same time are answered side by side.
+never stall the event loop, and requests in flight at the same time are answered side by side. Each file is
+decoded, reduced and prepared on its own, so a batch holds at most one decoded image at a time; the process's
+decode budget (serving/limits.py) makes concurrent large decodes take turns.
 """
 
 from __future__ import annotations
@@ -11,26 +13,42 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Header, HTTPException, UploadFile
-from PIL import Image
 
 from mnist_lightning.inference import preprocess
 from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving.ab import Experiment
+from mnist_lightning.serving.access import CallerDep, same_origin, within_rate
 from mnist_lightning.serving.drift import DriftMonitor
+from mnist_lightning.serving.limits import Busy, DecodeBudget
 from mnist_lightning.serving.metrics import ServiceMetrics
-from mnist_lightning.serving.schemas import BatchItem, BatchPrediction, ErrorDetail, Prediction
-from mnist_lightning.serving.state import ExperimentDep, MetricsDep, ModelsDep, MonitorsDep, SettingsDep
+from mnist_lightning.serving.schemas import BatchItem, BatchPrediction, Prediction, error_responses
+from mnist_lightning.serving.settings import Limits
+from mnist_lightning.serving.state import (
+    DecodeBudgetDep,
+    ExperimentDep,
+    MetricsDep,
+    ModelsDep,
+    MonitorsDep,
+    SettingsDep,
+)
 
-router = APIRouter(tags=["predict"])
-ERRORS = {400: {"model": ErrorDetail}, 413: {"model": ErrorDetail}, 422: {"model": ErrorDetail}}
+router = APIRouter(
+    tags=["predict"],
+    dependencies=[Depends(same_origin), Depends(within_rate)],
+    responses=error_responses(400, 403, 413, 422, 429, 503),
+)
 ClientId = Annotated[
-    str | None, Header(description="a stable id of the caller: it keeps answering with the same model in an A/B test")
+    str | None,
+    Header(
+        max_length=200,
+        description="a stable id of the caller: it keeps answering with the same model in an A/B test",
+    ),
 ]
 
 
 @dataclass
 class Answers:
-    """The answers of one model version to decoded images, counted in the metrics, watched for drift and recorded
+    """The answers of one model version to prepared images, counted in the metrics, watched for drift and recorded
     by the experiment, each with the request id that /feedback refers to."""
 
     models: dict[str, LoadedModel]
@@ -38,15 +56,15 @@ class Answers:
     monitors: dict[str, DriftMonitor]
     metrics: ServiceMetrics
 
-    def __call__(self, version: str, images: list[Image.Image]) -> list[dict]:
+    def __call__(self, version: str, prepared: list[preprocess.Prepared], client: str) -> list[dict]:
         started = time.perf_counter()
-        answers = self.models[version].classify(images)
+        answers = self.models[version].answer(prepared)
         seconds = time.perf_counter() - started
         self.metrics.observe_answers(version, [result["prediction"] for result, _ in answers], seconds)
         results = []
         for result, digit in answers:
             if digit is not None:
-                self.monitors[version].observe(digit, result["prediction"], result["confidence"])
+                self.monitors[version].observe(digit, result["prediction"], result["confidence"], client)
             request_id = self.experiment.record(version, result["prediction"], result["confidence"])
             results.append({**result, "model_version": version, "request_id": request_id})
         return results
@@ -60,41 +78,73 @@ async def answers(models: ModelsDep, experiment: ExperimentDep, monitors: Monito
 AnswersDep = Annotated[Answers, Depends(answers)]
 
 
-def decode(upload: UploadFile, max_pixels: int) -> Image.Image:
-    return preprocess.decode_image(upload.file.read(), upload.filename or "upload", max_pixels=max_pixels)
+@dataclass
+class Decoder:
+    """One request's files, each decoded into its 28x28 digit within the request's and the process's budgets."""
+
+    limits: Limits
+    budget: DecodeBudget
+    spent: int = 0
+
+    def load(self, upload: UploadFile) -> preprocess.Prepared:
+        name = upload.filename or "upload"
+
+        def reserve(cost: int):
+            if self.spent + cost > self.limits.max_request_bytes:
+                raise preprocess.ImageTooLarge(
+                    f"{name}: decoding it takes {cost / 1e6:,.0f} MB and this request's other images already took "
+                    f"{self.spent / 1e6:,.0f} of the {self.limits.max_request_bytes / 1e6:,.0f} MB one request may "
+                    f"decode: send it in another request"
+                )
+            self.spent += cost
+            return self.budget.reserve(cost)
+
+        limits = preprocess.DecodeLimits(self.limits.max_pixels, self.limits.max_image_bytes, reserve)
+        return preprocess.load_digit(upload.file.read(), name, limits)
 
 
-def status_of(error: preprocess.ImageError) -> int:
-    return 413 if isinstance(error, preprocess.ImageTooLarge) else 400
+async def decoder(settings: SettingsDep, budget: DecodeBudgetDep) -> Decoder:
+    return Decoder(settings.limits, budget)
 
 
-@router.post("/predict", response_model=Prediction, responses=ERRORS)
+DecoderDep = Annotated[Decoder, Depends(decoder)]
+
+
+def status_of(error: Exception) -> int:
+    return 503 if isinstance(error, Busy) else 413 if isinstance(error, preprocess.ImageTooLarge) else 400
+
+
+@router.post("/predict", response_model=Prediction)
 def predict(
     file: Annotated[UploadFile, File(description="one image of a digit")],
-    settings: SettingsDep,
     experiment: ExperimentDep,
     answer: AnswersDep,
+    decoder: DecoderDep,
+    caller: CallerDep,
     x_client_id: ClientId = None,
 ) -> Prediction:
     """The digit in one image, with the probability of each class; prediction null for a blank image."""
     try:
-        image = decode(file, settings.limits.max_pixels)
-    except preprocess.ImageError as exc:
-        raise HTTPException(status_of(exc), str(exc)) from None
-    (result,) = answer(experiment.choose(x_client_id), [image])
+        prepared = decoder.load(file)
+    except (preprocess.ImageError, Busy) as exc:
+        headers = {"Retry-After": "5"} if isinstance(exc, Busy) else None
+        raise HTTPException(status_of(exc), str(exc), headers=headers) from None
+    (result,) = answer(experiment.choose(x_client_id), [prepared], caller.client)
     return Prediction(**result)
 
 
-@router.post("/predict/batch", response_model=BatchPrediction, responses=ERRORS)
+@router.post("/predict/batch", response_model=BatchPrediction)
 def predict_batch(
     files: Annotated[list[UploadFile], File(description="several images, one digit each")],
     settings: SettingsDep,
     experiment: ExperimentDep,
     answer: AnswersDep,
+    decoder: DecoderDep,
+    caller: CallerDep,
     x_client_id: ClientId = None,
 ) -> BatchPrediction:
-    """One result per file, in order; a file that cannot be read gets its own error, the others are answered.
-    One model answers the whole batch."""
+    """One result per file, in order; a file that cannot be read, or is over a limit, gets its own error and status,
+    the others are answered. One model answers the whole batch."""
     limit = settings.limits.max_batch
     if len(files) > limit:
         raise HTTPException(
@@ -102,14 +152,14 @@ def predict_batch(
         )
     version = experiment.choose(x_client_id)
     items: list[BatchItem | None] = [None] * len(files)
-    images, places = [], []
+    prepared, places = [], []
     for index, upload in enumerate(files):
         try:
-            images.append(decode(upload, settings.limits.max_pixels))
+            prepared.append(decoder.load(upload))
             places.append(index)
-        except preprocess.ImageError as exc:
+        except (preprocess.ImageError, Busy) as exc:
             items[index] = BatchItem(filename=upload.filename or "upload", error=str(exc), status=status_of(exc))
-    for index, result in zip(places, answer(version, images) if images else [], strict=True):
+    for index, result in zip(places, answer(version, prepared, caller.client) if prepared else [], strict=True):
         result.pop("model_version")
         items[index] = BatchItem(filename=files[index].filename or "upload", status=200, **result)
     return BatchPrediction(model_version=version, results=items)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from mnist_lightning.serving.access import CallerDep
 from mnist_lightning.serving.schemas import DriftReport, Health, ModelInfo, Monitoring
 from mnist_lightning.serving.state import (
     ExperimentDep,
@@ -44,17 +45,25 @@ def health(model: MainModelDep) -> Health:
     return Health(status="ok", model_version=model.version)
 
 
+# what every caller sees of a run's metrics.json: its figures, not its paths, commit, packages or machine
+PUBLIC_METRICS = ("state", "val/acc_best", "test/acc", "test/loss", "test_samples", "test_split_size", "precision")
+
+
 @router.get("/model", response_model=ModelInfo)
-def model_info(model: MainModelDep) -> ModelInfo:
-    """The main model: its version id, checkpoint, run folder, network, runtime and the run's metrics."""
+def model_info(model: MainModelDep, settings: SettingsDep, caller: CallerDep) -> ModelInfo:
+    """The main model: its version id, network, runtime and test figures; to callers with the token (or to all with
+    auth.public_details=true) also its checkpoint, run folder and the run's whole metrics.json."""
+    details = caller.trusted or settings.auth.public_details
+    public = {key: model.metrics[key] for key in PUBLIC_METRICS if key in model.metrics}
     return ModelInfo(
         model_version=model.version,
-        checkpoint=str(model.checkpoint),
-        run_dir=str(model.run_dir) if model.run_dir else None,
         network=model.net.get("arch", ""),
         runtime=model.runtime,
         network_args={k: v for k, v in model.net.items() if k != "arch"},
-        metrics=model.metrics,
+        metrics=model.metrics if details else public,
+        details=details,
+        checkpoint=str(model.checkpoint) if details else None,
+        run_dir=str(model.run_dir) if details and model.run_dir else None,
     )
 
 

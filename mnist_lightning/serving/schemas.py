@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 
 class Prediction(BaseModel):
@@ -27,7 +27,7 @@ class BatchItem(BaseModel):
     inverted: bool | None = None
     reason: str | None = Field(None, description="why there is no prediction (a blank image)")
     error: str | None = Field(None, description="why this file could not be read; the other files are answered")
-    status: int = Field(description="the status this file alone would have got: 200, 400 or 413")
+    status: int = Field(description="the status this file alone would have got: 200, 400, 413 or 503")
     request_id: str | None = Field(None, description="names this answer for POST /feedback")
 
 
@@ -43,21 +43,61 @@ class Health(BaseModel):
 
 class ModelInfo(BaseModel):
     model_version: str
-    checkpoint: str
-    run_dir: str | None = Field(description="the training run folder the checkpoint belongs to, if any")
     network: str = Field(description="the network's name, e.g. cnn")
     runtime: str = Field(description="what runs it: torch, or onnxruntime (runtime=onnx)")
     network_args: dict[str, Any]
-    metrics: dict[str, Any] = Field(description="the run's metrics.json (empty for a checkpoint outside a run)")
+    metrics: dict[str, Any] = Field(
+        description="the run's test and validation figures; with details, its whole metrics.json (lineage included)"
+    )
+    details: bool = Field(
+        description="whether the fields below are shown: to callers with the token, or to all "
+        "with auth.public_details=true"
+    )
+    checkpoint: str | None = Field(None, description="the checkpoint's path on the server (details only)")
+    run_dir: str | None = Field(None, description="the training run folder the checkpoint belongs to (details only)")
 
 
 class ErrorDetail(BaseModel):
     detail: str = Field(description="what is wrong with the request and how to send it right")
 
 
+class FieldError(BaseModel):
+    type: str = Field(description="pydantic's error type, e.g. missing, int_type")
+    loc: list[str | int] = Field(description="where: body, query or header, then the field")
+    msg: str
+
+
+class ValidationProblem(BaseModel):
+    detail: str = Field(description="what is wrong with the request and how to send it right, in one sentence")
+    errors: list[FieldError] = Field(description="every problem FastAPI found, without the values sent")
+
+
+STATUS_MODELS = {422: ValidationProblem}
+DESCRIPTIONS = {
+    400: "the body or a file could not be read",
+    401: "the route needs the service's token",
+    403: "a browser's request from a page of another origin",
+    404: "no such answer",
+    409: "already done",
+    413: "over a size limit",
+    422: "the request does not have the fields the route takes",
+    429: "too many requests from this client: see Retry-After",
+    503: "the server is at a limit for now: see Retry-After",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, dict]:
+    """The `responses` of a route for these error statuses, each with its body's model, for the OpenAPI schema."""
+    return {
+        status: {"model": STATUS_MODELS.get(status, ErrorDetail), "description": DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
 class Feedback(BaseModel):
-    request_id: str = Field(description="the request_id of an answer")
-    label: int = Field(description="the digit the image really shows", ge=0, le=9)
+    request_id: str = Field(description="the request_id of an answer", max_length=64)
+    # strict: `true` or `"3"` is not a digit
+    label: StrictInt = Field(description="the digit the image really shows", ge=0, le=9)
 
 
 class FeedbackRecorded(BaseModel):

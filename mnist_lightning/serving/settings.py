@@ -1,5 +1,6 @@
 """The service's settings as one pydantic model: every default and every allowed range of conf/serve.yaml's
-service keys (host, port, limits.*, ab.*, monitoring.*, graceful_shutdown_s, root_path) lives here.
+service keys (host, port, limits.*, auth.*, cors.*, ab.*, monitoring.*, graceful_shutdown_s, root_path,
+trusted_proxies) lives here. docs/security.md explains what the limits and the token protect.
 
 `python -m mnist_lightning.serve` validates its config with it before loading a model; `create_app(model)` in a
 test or a notebook gets the same defaults. The model-selection keys (ckpt_path, model_ref, device, runtime,
@@ -8,9 +9,12 @@ export_dir) are the resolver's and the runtime's, as in every verb, and are chec
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import ipaddress
+import re
 
-from mnist_lightning.inference.preprocess import MAX_PIXELS
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mnist_lightning.inference.preprocess import MAX_DECODED_BYTES, MAX_PIXELS
 
 
 class Group(BaseModel):
@@ -27,6 +31,75 @@ class Limits(Group):
     max_pixels: int = Field(
         MAX_PIXELS, ge=1, description="larger images are refused (decompression bombs), as in predict"
     )
+    # Memory: decoding holds pixels x bytes per pixel (1 for greyscale, 4 for colour); everything after it works
+    # on an image reduced to 1024 pixels a side. These three bound what decoding can hold at any moment.
+    max_image_bytes: int = Field(
+        MAX_DECODED_BYTES, ge=1, description="memory decoding one image may take (from its header), else 413"
+    )
+    max_request_bytes: int = Field(
+        80_000_000,
+        ge=1,
+        description="memory decoding all images of one request may take; a batch's later files "
+        "over it get their own 413",
+    )
+    decode_budget_bytes: int = Field(
+        240_000_000, ge=1, description="memory all requests together may hold in decoding; others wait for it"
+    )
+    decode_wait_s: float = Field(5.0, gt=0, description="a request that waited this long for the budget gets 503")
+    requests_per_minute: int = Field(600, ge=0, description="per client address; more get 429; 0: no limit")
+    feedback_per_hour: int = Field(300, ge=0, description="labels per client address an hour; 0: no limit")
+    # uvicorn's limit_concurrency: connections and requests in flight; more are answered 503 at once
+    max_connections: int = Field(64, ge=1, description="open connections; more are answered 503")
+    request_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="a request's headers and body must have arrived this long after it started, else "
+        "408 and the connection is closed (slow clients)",
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
+
+    @model_validator(mode="after")
+    def image_fits_request_fits_budget(self) -> Limits:
+        if not self.max_image_bytes <= self.max_request_bytes <= self.decode_budget_bytes:
+            raise ValueError(
+                f"limits.max_image_bytes={self.max_image_bytes}, limits.max_request_bytes={self.max_request_bytes}, "
+                f"limits.decode_budget_bytes={self.decode_budget_bytes}: need image <= request <= budget"
+            )
+        return self
+
+
+class Auth(Group):
+    # an environment variable keeps it out of config files, the run folder and shell history: conf/serve.yaml
+    # reads MNIST_SERVE_TOKEN
+    token: str | None = Field(
+        None, min_length=16, description="when set, POST /feedback needs `Authorization: Bearer <token>`"
+    )
+    predict: bool = Field(False, description="the prediction routes need the token too")
+    public_details: bool = Field(
+        False,
+        description="GET /model shows paths, the git commit and the machine to every caller, not only to "
+        "callers with the token",
+    )
+
+    @model_validator(mode="after")
+    def a_token_to_require(self) -> Auth:
+        if self.predict and not self.token:
+            raise ValueError("auth.predict=true needs a token: set MNIST_SERVE_TOKEN (or auth.token)")
+        return self
+
+
+class Cors(Group):
+    origins: list[str] = Field(
+        [], description="web origins (https://example.org) whose pages may call the API; [] allows none"
+    )
+
+    @field_validator("origins")
+    @classmethod
+    def origins_are_urls(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"cors.origins: {origin!r} is not an origin such as https://example.org")
+        return origins
 
 
 class AB(Group):
@@ -35,6 +108,9 @@ class AB(Group):
     )
     # checked only with a candidate: without one it answers no one and the share is unused
     fraction: float = Field(0.2, description="the share of clients the candidate answers")
+    salt: str | None = Field(
+        None, description="the secret mixed into the client-id hash; None: one kept per experiment under outputs/"
+    )
 
     @model_validator(mode="after")
     def a_candidate_gets_some_clients(self) -> AB:
@@ -53,6 +129,10 @@ class Monitoring(Group):
     # By chance alone the PSI of 10 bins over n samples is about 9/n (0.18 at 50, 0.045 at 200): a status from
     # fewer samples would warn about noise.
     min_samples: int = Field(200, ge=1, description="observations a model needs before it gets a drift status")
+    # None: no cap when the service answers this machine only (host 127.0.0.1), a tenth when it answers others
+    max_client_share: float | None = Field(
+        None, gt=0, le=1, description="the largest share of a window's observations one client may fill"
+    )
 
     @model_validator(mode="after")
     def warn_before_alert(self) -> Monitoring:
@@ -77,3 +157,24 @@ class ServeSettings(Group):
     monitoring: Monitoring = Monitoring()
     graceful_shutdown_s: int = Field(10, ge=0, description="seconds in-flight requests get after Ctrl-C or SIGTERM")
     root_path: str = Field("", description="the path prefix a reverse proxy serves the app under, e.g. /mnist")
+    auth: Auth = Auth()
+    cors: Cors = Cors()
+    trusted_proxies: list[str] = Field(
+        [], description="addresses of reverse proxies whose X-Forwarded-For names the client; [] trusts none"
+    )
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can reach the service (127.0.0.0/8, ::1, localhost)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to any interface
+            return False
+
+    @property
+    def client_share(self) -> float:
+        """monitoring.max_client_share, or its default for this host."""
+        share = self.monitoring.max_client_share
+        return share if share is not None else 1.0 if self.loopback else 0.1

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving.ab import Experiment
 from mnist_lightning.serving.drift import DriftMonitor
+from mnist_lightning.serving.limits import ClientLimits, DecodeBudget
 from mnist_lightning.serving.metrics import ServiceMetrics
 from mnist_lightning.serving.settings import ServeSettings
 
@@ -42,9 +43,19 @@ async def metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
+async def decode_budget(request: Request) -> DecodeBudget:
+    return request.app.state.decode_budget
+
+
+async def client_limits(request: Request) -> ClientLimits:
+    return request.app.state.client_limits
+
+
 SettingsDep = Annotated[ServeSettings, Depends(settings)]
 ModelsDep = Annotated[dict[str, LoadedModel], Depends(models)]
 MainModelDep = Annotated[LoadedModel, Depends(main_model)]
 ExperimentDep = Annotated[Experiment, Depends(experiment)]
 MonitorsDep = Annotated[dict[str, DriftMonitor], Depends(monitors)]
 MetricsDep = Annotated[ServiceMetrics, Depends(metrics)]
+DecodeBudgetDep = Annotated[DecodeBudget, Depends(decode_budget)]
+ClientLimitsDep = Annotated[ClientLimits, Depends(client_limits)]

@@ -86,13 +86,18 @@ function endStroke() {
 canvas.addEventListener("pointerup", endStroke);
 canvas.addEventListener("pointercancel", endStroke);
 
+// A service started with auth.predict=true needs its token: open the page as /#token=<token>. The part after #
+// never leaves the browser in a request, so the token stays out of server and proxy logs.
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const authorization = token ? { Authorization: "Bearer " + token } : {};
+
 async function send() {
   const id = ++sent;
   const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
   const form = new FormData();
   form.append("file", blob, "drawing.png");
   try {
-    const response = await fetch("predict", { method: "POST", body: form });
+    const response = await fetch("predict", { method: "POST", body: form, headers: authorization });
     const body = await response.json();
     if (id <= shown) return;
     shown = id;
@@ -117,7 +122,7 @@ async function send() {
 
 document.getElementById("clear").addEventListener("click", clearBoard);
 
-fetch("model")
+fetch("model", { headers: authorization })
   .then((response) => response.json())
   .then((info) => {
     document.getElementById("model-version").textContent = info.network + " " + info.model_version;
