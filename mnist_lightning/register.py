@@ -25,10 +25,13 @@ def register(cfg: DictConfig) -> dict:
     from mnist_lightning.runs import layout, registry
     from mnist_lightning.runs.resolve import resolve_model
 
+    # a bad name or alias is refused before anything is loaded or MLflow is asked
+    name = None if cfg.name in (None, "") else registry.check_name(str(cfg.name), f"name={cfg.name}")
+    alias = registry.check_alias("" if cfg.alias is None else str(cfg.alias), f"alias={cfg.alias}", to_set=True)
     registry.client(cfg.paths.outputs_root)  # fails first, in one line, without the mlflow extra
     model = LoadedModel.load(resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root))
     checkpoint, run_dir, metrics = model.checkpoint, model.run_dir, model.metrics
-    name = cfg.name or f"mnist-{model.net['arch']}"
+    name = name or f"mnist-{model.net['arch']}"
     export_dir = exported(cfg, model) if cfg.export else None
     tags = {
         "model_version": model.version,
@@ -45,7 +48,7 @@ def register(cfg: DictConfig) -> dict:
     result = registry.register(
         checkpoint,
         name,
-        cfg.alias,
+        alias,
         cfg.paths.outputs_root,
         export_dir,
         tags,
@@ -61,11 +64,11 @@ def register(cfg: DictConfig) -> dict:
         name,
         what,
         result["version"],
-        cfg.alias,
+        alias,
         result["version"],
         registry.tracking_uri(cfg.paths.outputs_root),
         name,
-        cfg.alias,
+        alias,
     )
     return result
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,6 +25,87 @@ ARTIFACT_PATH = "model"
 CHECKPOINT_NAME = "checkpoint.ckpt"
 EXPERIMENT = "mnist"
 TAG_VALUE_LIMIT = 5000  # MLflow's limit on a tag's length
+
+# What a registered model's name cannot hold, checked before MLflow is asked. MLflow's own check
+# (mlflow.utils.validation._validate_model_name, also called below) refuses a blank name, / and :, and '.' or a name
+# starting with '..' (read as a path); its file store also refuses % and cannot hold NUL. MLflow accepts quotes and
+# backslashes, but its search filters (name='...', as here) have no documented escape: sqlparse ends the string at
+# the quote and reads a backslash as escaping the next character, so such a name is created and then breaks every
+# search (register name="a'b" failed after creating the model). Refused too: @, which splits registry:NAME@ALIAS;
+# characters that are not printable (a newline breaks the one-line messages); more than 255 bytes, the longest
+# folder name for the local copy registry/NAME/ (MLflow's SQL store holds 256 characters).
+NAME_REFUSED = "/:%@'\"\\"
+NAME_BYTES = 255
+NAME_RULE = (
+    f"allowed: 1 to {NAME_BYTES} bytes of printable characters other than / : % @ ' \" \\, not '.' nor starting "
+    f"with '..', e.g. mnist-cnn"
+)
+# MLflow's rule for an alias (_validate_model_alias_name); latest (the newest version) and v<number> are its own
+# aliases, which a reference may use and register may not set (_validate_model_alias_name_reserved)
+ALIAS = re.compile(r"[\w-]{1,255}")
+RESERVED_ALIAS = re.compile(r"latest|v\d+", re.IGNORECASE)
+ALIAS_RULE = "an alias is 1 to 255 letters, digits, _ or -, e.g. champion or challenger"
+
+
+def check_name(name: str, given: str) -> str:
+    """`name` when MLflow's stores, its search filters and the local copies can all hold it as a registered model's
+    name; else one UserError, starting with `given` (the setting, e.g. name=a'b), that says what is allowed."""
+    bad = sorted({c for c in name if c in NAME_REFUSED or not c.isprintable()})
+    if not name.strip():
+        problem = "a registered model's name cannot be blank"
+    elif bad:
+        shown = " ".join(c if c.isprintable() else ascii(c)[1:-1] for c in bad)
+        problem = f"{shown} {'is' if len(bad) == 1 else 'are'} not allowed in a registered model's name"
+    elif name == "." or name.startswith(".."):
+        problem = "a registered model's name cannot be '.' or start with '..' (MLflow reads it as a path)"
+    elif len(name.encode()) > NAME_BYTES:
+        problem = f"a registered model's name is at most {NAME_BYTES} bytes ({len(name.encode())} here)"
+    else:
+        problem = _refused_by_mlflow("_validate_model_name", name)
+    if problem:
+        raise UserError(f"{_printable(given)}: {problem}; {NAME_RULE}")
+    return name
+
+
+def check_alias(alias: str, given: str, to_set: bool = False) -> str:
+    """`alias` when MLflow takes it (and, `to_set`, lets it be set); else one UserError starting with `given`."""
+    if not ALIAS.fullmatch(alias):
+        problem = ALIAS_RULE
+    elif RESERVED_ALIAS.fullmatch(alias) and (to_set or alias.lower() != "latest"):
+        problem = (
+            "latest and v<number> are MLflow's own aliases (the newest version, version <number>), "
+            f"never set; {'set another, e.g. champion' if to_set else 'use registry:NAME@latest or registry:NAME/3'}"
+        )
+    else:
+        problem = _refused_by_mlflow("_validate_model_alias_name", alias) or (
+            _refused_by_mlflow("_validate_model_alias_name_reserved", alias) if to_set else None
+        )
+        if problem:
+            problem = f"{problem}; {ALIAS_RULE}"
+    if problem:
+        raise UserError(f"{_printable(given)}: {problem}")
+    return alias
+
+
+def _refused_by_mlflow(validator: str, value: str) -> str | None:
+    """What MLflow's own validator says against `value` (a rule of a newer MLflow); None when it takes it, or when
+    MLflow or that validator is missing (client() then says what to install)."""
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils import validation
+
+        validate = getattr(validation, validator)
+    except (ImportError, AttributeError):
+        return None
+    try:
+        validate(value)
+    except MlflowException as exc:
+        return f"MLflow refuses it ({exc.message})"
+    return None
+
+
+def _printable(text: str) -> str:
+    return text if text.isprintable() else ascii(text)
 
 
 def tracking_uri(outputs_root: str | Path) -> str:
@@ -52,16 +134,17 @@ def client(outputs_root: str | Path):
 def parse(reference: str) -> tuple[str, str | None, str | None]:
     """`registry:NAME@ALIAS` -> (NAME, ALIAS, None); `registry:NAME/VERSION` -> (NAME, None, VERSION)."""
     body = reference.removeprefix(PREFIX)
+    given = f"model_ref={reference}"
     if "@" in body:
         name, alias = body.split("@", 1)
         if name and alias:
-            return name, alias, None
+            return check_name(name, given), check_alias(alias, given), None
     elif "/" in body:
         name, version = body.rsplit("/", 1)
-        if name and version.isdigit():
-            return name, None, version
+        if name and version.isascii() and version.isdigit():
+            return check_name(name, given), None, version
     raise UserError(
-        f"model_ref={reference}: a registry reference is registry:NAME@ALIAS (registry:mnist-cnn@champion) "
+        f"{_printable(given)}: a registry reference is registry:NAME@ALIAS (registry:mnist-cnn@champion) "
         f"or registry:NAME/VERSION (registry:mnist-cnn/3)"
     )
 
@@ -146,6 +229,8 @@ def register(
     """
     from mlflow.exceptions import MlflowException
 
+    check_name(name, f"name={name}")
+    check_alias(alias, f"alias={alias}", to_set=True)
     mlflow_client = client(outputs_root)
     sha256 = lineage.sha256sum(checkpoint)
     try:
