@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import renderings as examples
-from helpers import run_cli
+from helpers import hostile_images, run_cli
 from mnist_lightning.data.files import load_split
 from mnist_lightning.data.transforms import normalize
 from mnist_lightning.inference import preprocess
@@ -53,6 +53,9 @@ def test_cli_batch_with_bad_inputs_predicts_the_rest(trained, mnist_dir, tmp_pat
     (folder / "blank.png").write_bytes(examples.encode(Image.new("L", (64, 64), 255), "PNG"))
     (folder / "drawing.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')  # not a type predict reads
     (folder / ".DS_Store").write_bytes(b"\0")  # hidden: not the user's image
+    crafted = hostile_images()  # once a traceback, and nothing written for the good images either
+    (folder / "nan.tif").write_bytes(crafted["nan.tif"][0])
+    (folder / "icon.png").write_bytes(crafted["bomb.ico"][0])  # an ICO wrapping a 12000x12000 PNG
     from test_preprocess import huge_png
 
     (folder / "huge.png").write_bytes(huge_png(20000, 20000))
@@ -78,6 +81,8 @@ def test_cli_batch_with_bad_inputs_predicts_the_rest(trained, mnist_dir, tmp_pat
     assert "not a readable image" in records["truncated.jpg"]["error"]
     assert "no digit found" in records["blank.png"]["error"]
     assert "decompression bomb" in records["huge.png"]["error"]
+    assert "holds NaN or infinite values" in records["nan.tif"]["error"]
+    assert "not a readable image" in records["icon.png"]["error"]
     assert "no such file or folder" in records["missing.png"]["error"]
     assert "the folder has no images" in records["empty"]["error"]
     assert "skipped, .svg is not an image type predict reads" in records["drawing.svg"]["error"]
@@ -85,7 +90,7 @@ def test_cli_batch_with_bad_inputs_predicts_the_rest(trained, mnist_dir, tmp_pat
     (predict_dir,) = [d for d in (cwd / "outputs" / "predict").glob("*/*") if list(d.glob("*good_*.png"))]
     assert len(list(predict_dir.glob("*good_*.png"))) == 3  # one picture per predicted image
     assert "drawing.svg" in result.stdout  # the table names it, so the user knows it was not predicted
-    assert "3 of 10 images predicted" in result.stdout
+    assert "3 of 12 images predicted" in result.stdout
     assert "Traceback" not in result.stderr
 
 

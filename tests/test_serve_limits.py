@@ -1,0 +1,197 @@
+"""The service's limits as only a real server shows them (`python -m mnist_lightning.serve` on 127.0.0.1 and a free
+port, an untrained perceptron's checkpoint): the memory and time that large images cost, slow and idle clients,
+the connection limit, the OpenAPI schema fuzzed by schemathesis, and the token from the environment. The
+in-process checks of the same defences are in test_serve_hostile.py."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from helpers import encoded, hostile_images, png_bytes, scribbles, start_server, stop_server, tiny_run
+from mnist_lightning.serving.settings import Limits
+
+pytestmark = pytest.mark.slow  # each test starts a server
+TOKEN = "fuzzing-token-0123456789"
+# what peak RSS may grow by under the heaviest load the limits admit: the decode budget, plus request bodies,
+# threads and the small reduced images (docs/security.md gives the measured figure)
+MEMORY_BUDGET_MB = Limits().decode_budget_bytes / 1e6 + 110
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return tiny_run(tmp_path_factory.mktemp("limits") / "run", seed=0)
+
+
+def memory_mb(pid: int, field: str) -> float:
+    """VmRSS (now) or VmHWM (the peak so far) of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def test_eight_clients_sending_the_largest_images_allowed_stay_within_the_memory_budget(
+    checkpoint, mnist_dir, tmp_path
+):
+    server = start_server(tmp_path, mnist_dir, f"ckpt_path={checkpoint}")
+    crafted = hostile_images()
+    # crafted files, then the largest images each limit admits: 9.6 Mpx of RGBA (77 MB to decode and reduce) and
+    # 40 Mpx of grey, and the 40 Mpx RGBA image that once cost 1.5 GB
+    largest = [
+        *((name, crafted[name][0]) for name in ("bomb.ico", "nan.tif")),
+        ("rgba.png", encoded(Image.new("RGBA", (3100, 3100), (0, 0, 0, 0)), "PNG")),
+        ("grey.png", encoded(Image.new("L", (6324, 6324), 0), "PNG")),
+        ("huge-rgba.png", crafted["rgba.png"][0]),
+    ]
+    try:
+        assert httpx.post(f"{server.url}/predict", files={"file": ("d.png", png_bytes(scribbles(1)[0]))}).is_success
+        before = memory_mb(server.process.pid, "VmRSS")
+
+        def client(n: int) -> tuple[float, int, list[int]]:
+            started = time.perf_counter()
+            files = [("files", (f"{n}-{name}", data)) for name, data in largest]
+            response = httpx.post(f"{server.url}/predict/batch", files=files, timeout=120)
+            statuses = [item["status"] for item in response.json()["results"]]
+            return time.perf_counter() - started, response.status_code, statuses
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(client, range(8)))
+        growth = memory_mb(server.process.pid, "VmHWM") - before
+        print(f"peak RSS growth {growth:.0f} MB; answers in {max(a[0] for a in answers):.1f} s at most")
+        assert growth < MEMORY_BUDGET_MB, f"peak RSS grew by {growth:.0f} MB"
+        for seconds, status, statuses in answers:
+            assert status == 200 and seconds < 20, (seconds, status)
+            # the RGBA image fills the request's decoding limit, so the grey one is refused in this request
+            assert statuses[:2] == [400, 400] and statuses[2] in (200, 503) and statuses[3:] == [413, 413], statuses
+        assert sum(statuses[2] == 200 for _, _, statuses in answers) >= 4  # most were decoded, not turned away
+        assert memory_mb(server.process.pid, "VmRSS") - before < 100  # the decoded images were given back
+        assert httpx.get(f"{server.url}/health").status_code == 200
+    finally:
+        stop_server(server)
+
+
+def read_until_closed(connection: socket.socket, limit_s: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and when it did (seconds from now)."""
+    started, received = time.monotonic(), b""
+    connection.settimeout(limit_s)
+    try:
+        while chunk := connection.recv(4096):
+            received += chunk
+    except TimeoutError:
+        return received, float("inf")
+    return received, time.monotonic() - started
+
+
+def test_slow_and_idle_clients_are_cut_off_while_others_are_answered(checkpoint, mnist_dir, tmp_path):
+    server = start_server(tmp_path, mnist_dir, f"ckpt_path={checkpoint}", "limits.request_timeout_s=2")
+    opened = []
+    try:
+        for n in range(50):  # half-open requests: headers begun, never finished
+            connection = socket.create_connection(("127.0.0.1", server.port))
+            connection.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n" if n % 2 else b"")
+            opened.append(connection)
+        trickle = socket.create_connection(("127.0.0.1", server.port))  # a body a byte at a time
+        trickle.sendall(
+            b"POST /feedback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+        )
+        stop = threading.Event()
+
+        def drip() -> None:
+            while not stop.wait(0.25):
+                try:
+                    trickle.sendall(b" ")
+                except OSError:
+                    return
+
+        threading.Thread(target=drip, daemon=True).start()
+        started = time.monotonic()
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200  # answered meanwhile
+        assert time.monotonic() - started < 1.5
+        answers = [read_until_closed(connection, 10) for connection in [*opened, trickle]]
+        stop.set()
+        for received, seconds in answers:
+            assert seconds < 6, "a slow client held its connection past request_timeout_s"
+            assert received.startswith(b"HTTP/1.1 408"), received[:100]
+        assert b"limits.request_timeout_s" in answers[-1][0]
+        assert httpx.get(f"{server.url}/health").status_code == 200
+    finally:
+        for connection in opened:
+            connection.close()
+        stop_server(server)
+
+
+def test_connections_past_the_limit_are_answered_503(checkpoint, mnist_dir, tmp_path):
+    server = start_server(tmp_path, mnist_dir, f"ckpt_path={checkpoint}", "limits.max_connections=4")
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+    try:
+        time.sleep(0.3)
+        refused = httpx.get(f"{server.url}/health")
+        assert refused.status_code == 503, refused.text
+        for connection in idle:
+            connection.close()
+        time.sleep(0.3)
+        assert httpx.get(f"{server.url}/health").status_code == 200
+    finally:
+        stop_server(server)
+
+
+def schemathesis(url: str, report: Path, *options: str) -> subprocess.CompletedProcess:
+    """schemathesis against the served schema: every check (all are on by default; tests/schemathesis.toml says
+    which two cannot hold for an image upload, and where), every phase, a bounded number of cases, a fixed seed."""
+    command = [
+        str(Path(sys.executable).parent / "schemathesis"),
+        f"--config-file={Path(__file__).parent / 'schemathesis.toml'}",
+        "run",
+        f"{url}/openapi.json",
+        "--max-examples=40",
+        "--seed=1",
+        "--generation-database=none",
+        "--no-color",
+        "--report=junit",
+        f"--report-dir={report}",
+        *options,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_schema(checkpoint, mnist_dir, tmp_path, monkeypatch):
+    server = start_server(tmp_path, mnist_dir, f"ckpt_path={checkpoint}")
+    try:
+        result = schemathesis(server.url, tmp_path / "open")
+    finally:
+        stop_server(server)
+    assert result.returncode == 0, result.stdout[-8000:]
+    assert "Traceback" not in server.log(), server.log()[-3000:]
+
+    # with a token (from the environment, as the docs say) on a server answering other machines: no warning, and
+    # the guarded routes are fuzzed with the token and without it (ignored_auth)
+    monkeypatch.setenv("MNIST_SERVE_TOKEN", TOKEN)
+    guarded = start_server(tmp_path, mnist_dir, f"ckpt_path={checkpoint}", "host=0.0.0.0", "auth.predict=true")
+    try:
+        result = schemathesis(guarded.url, tmp_path / "guarded", f"--header=Authorization: Bearer {TOKEN}")
+    finally:
+        stop_server(guarded)
+    assert result.returncode == 0, result.stdout[-8000:]
+    assert "no token is set" not in guarded.log() and TOKEN not in guarded.log()
+
+
+def test_answering_other_machines_without_a_token_is_warned_about(checkpoint, mnist_dir, tmp_path):
+    server = start_server(tmp_path, mnist_dir, f"ckpt_path={checkpoint}", "host=0.0.0.0", wait=False)
+    deadline = time.monotonic() + 120
+    try:
+        while "no token is set" not in server.log():
+            assert server.process.poll() is None and time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.2)
+    finally:
+        stop_server(server)
+    assert "set MNIST_SERVE_TOKEN (docs/security.md)" in server.log()
