@@ -161,7 +161,9 @@ def schemathesis(url: str, report: Path, *options: str) -> subprocess.CompletedP
         f"--report-dir={report}",
         *options,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    report.mkdir(parents=True)
+    # run in the report's folder: schemathesis keeps its own files (.schemathesis/) where it runs
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=report)
 
 
 def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_schema(checkpoint, mnist_dir, tmp_path, monkeypatch):

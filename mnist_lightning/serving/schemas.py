@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, field_validator
 
 
 class Prediction(BaseModel):
@@ -96,8 +96,15 @@ def error_responses(*statuses: int) -> dict[int, dict]:
 
 class Feedback(BaseModel):
     request_id: str = Field(description="the request_id of an answer", max_length=64)
-    # strict: `true` or `"3"` is not a digit
-    label: StrictInt = Field(description="the digit the image really shows", ge=0, le=9)
+    label: int = Field(description="the digit the image really shows", ge=0, le=9)
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def a_number(cls, label):
+        """`true` and `"3"` are not digits (pydantic would take them for 1 and 3); 3.0 is, as JSON Schema's integer."""
+        if isinstance(label, bool | str):
+            raise ValueError("the label is a digit 0-9 written as a JSON number, e.g. 3")
+        return label
 
 
 class FeedbackRecorded(BaseModel):
