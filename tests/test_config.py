@@ -269,3 +269,18 @@ def test_a_typo_in_a_key_is_refused_with_the_nearest_key(tmp_path, mnist_dir):
     result = run_cli("mnist_lightning.train", "data.batchsize=32", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
     assert result.returncode == 2 and "did you mean data.batch_size=32?" in result.stderr, result.stderr
     assert "+data.batchsize" not in result.stderr.split("?")[0] and not (tmp_path / "outputs").exists()
+
+
+def test_a_value_hydras_grammar_refuses_gets_one_line_with_a_form_it_reads():
+    from mnist_lightning.cli import overrides
+    from mnist_lightning.cli.keys import check_known
+
+    # what the shell passes for register name="a'b": Hydra's own error named its lexer, with exit status 1
+    with pytest.raises(UserError) as refused:
+        check_known("register", ["name=a'b"])
+    message = str(refused.value)
+    suggested = "name='a\\'b'"  # as Hydra reads it; the message shows it inside the shell's double quotes
+    assert message.startswith("name=a'b: Hydra cannot read this value") and message.endswith(f'"{suggested}"')
+    assert overrides.value_of(suggested) == "a'b"  # the suggested form is read back as the value meant
+    with pytest.raises(UserError, match=r"model_ref=registry:x\]: Hydra cannot read"):
+        check_known("evaluate", ["model_ref=registry:x]"])

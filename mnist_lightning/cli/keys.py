@@ -61,10 +61,19 @@ def check_known(config_name: str, argv: list[str]) -> None:
     """Refuse, in one line, an override that sets a key no config has (`+key=`, `++key=`, `~key`, `hydra.*` and
     Hydra's own groups such as `hydra/launcher=joblib` are left to Hydra)."""
     plain = [a for a in argv if "=" in a and not a.startswith(("+", "~", "-", "hydra.", "hydra/"))]
-    try:
-        parsed = overrides.parse(plain)
-    except Exception:  # a malformed override: Hydra reports it in its own words
-        return
+    parsed = []
+    for item in plain:
+        try:
+            parsed += overrides.parse([item])
+        except Exception:  # Hydra's grammar refuses it (an unclosed quote, a stray bracket): say how to write it
+            key, _, value = item.partition("=")
+            written = f"{key}={overrides.quote(value)}"
+            # as typed in a shell: inside double quotes, unless the value needs them itself
+            shown = written if any(c in written for c in '"$`') else f'"{written}"'
+            raise UserError(
+                f"{item}: Hydra cannot read this value (quotes, brackets and commas are part of its "
+                f"grammar); quote it for Hydra too, e.g. {shown}"
+            ) from None
     known = known_keys(config_name)
     for override in parsed:
         key = override.key_or_group
