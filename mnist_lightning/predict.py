@@ -41,7 +41,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     model = LoadedModel.load(checkpoint, cfg.runtime, export_dir=cfg.export_dir)
 
     # one image at a time, decoded, reduced and prepared: only its 28x28 digit (and a preview when drawing) is kept
-    limits = preprocess.DecodeLimits(max_pixels=cfg.max_pixels, max_bytes=cfg.max_pixels * 8)  # every mode
+    limits = preprocess.DecodeLimits(max_pixels=cfg.max_pixels, max_bytes=cfg.max_pixels * 16)  # every format
     loaded = {}  # path -> (Prepared, preview image or None)
     for path in paths:
         try:

@@ -6,10 +6,10 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 import renderings as examples
-from helpers import huge_png
+from helpers import encoded, huge_png
 from mnist_lightning.data.files import load_split
 from mnist_lightning.inference import preprocess
 
@@ -113,6 +113,51 @@ def test_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
     small.write_bytes(huge_png(100, 100))
     with pytest.raises(preprocess.ImageError, match="over the limit of 5,000"):
         preprocess.open_image(small, max_pixels=5000)
+
+
+def test_every_mode_the_formats_open_is_read_as_grey_or_refused_in_one_error():
+    """Modes Pillow cannot convert to L (LAB, HSV, La) have their own reading; float images with NaN are refused."""
+    drawn = np.zeros((64, 64), np.uint8)
+    drawn[12:52, 30:35] = 255  # a stroke: a one
+    grey = Image.fromarray(drawn)
+    modes = {
+        "LAB": Image.merge("LAB", (grey, Image.new("L", (64, 64), 128), Image.new("L", (64, 64), 128))),
+        "HSV": Image.merge("HSV", (Image.new("L", (64, 64)), Image.new("L", (64, 64)), grey)),
+        "La": Image.merge("LA", (grey, Image.new("L", (64, 64), 255))).convert("La"),
+        "CMYK": ImageOps.invert(grey.convert("RGB")).convert("CMYK"),
+        "I;16": grey.convert("I").point(lambda v: v * 256).convert("I;16"),
+    }
+    reference = preprocess.prepare(grey).digit
+    for mode, image in modes.items():
+        assert image.mode == mode
+        ready = preprocess.prepare(image)
+        assert ready.digit is not None and correlation(ready.digit, reference) > 0.9, mode
+    nan = Image.fromarray(np.where(drawn > 0, np.nan, 0).astype(np.float32), "F")
+    with pytest.raises(preprocess.ImageError, match="holds NaN or infinite values"):
+        preprocess.prepare(nan)
+
+
+def test_what_decoding_holds_is_counted_from_the_header_before_it_is_decoded():
+    """The cost the service's budget is charged for: pixels x bytes per pixel of the mode, more for decoders that
+    hold more (WebP, progressive JPEG), and only the formats a digit comes in are opened at all."""
+    costs = {
+        "L": (Image.new("L", (1000, 1000)), "PNG", {}, 1_000_000),
+        "RGBA": (Image.new("RGBA", (1000, 1000)), "PNG", {}, 8_000_000),
+        "P": (Image.new("P", (1000, 1000)), "GIF", {}, 9_000_000),
+        "WebP": (Image.new("RGB", (1000, 1000)), "WEBP", {}, 16_000_000),
+        "baseline JPEG": (Image.new("RGB", (4000, 4000)), "JPEG", {}, 16_000_000),  # drafted to 2000x2000
+        "progressive JPEG": (Image.new("RGB", (4000, 4000)), "JPEG", {"progressive": True}, 16_000_000 + 96_000_000),
+    }
+    for what, (image, format, options, expected) in costs.items():
+        opened = Image.open(io.BytesIO(encoded(image, format, **options)))
+        full_size = opened.size
+        opened.draft(None, (preprocess.WORKING_SIZE, preprocess.WORKING_SIZE))
+        assert preprocess.decoded_bytes(opened, full_size) == expected, what
+    tiff = encoded(Image.new("L", (8, 8)), "TIFF")
+    assert preprocess.load_digit(tiff, "scan.tif").digit is None  # predict reads TIFF
+    service = preprocess.DecodeLimits(formats=preprocess.SERVICE_FORMATS)
+    with pytest.raises(preprocess.ImageError, match="scan.tif: not a readable image \\(the formats read here are PNG"):
+        preprocess.load_digit(tiff, "scan.tif", service)
 
 
 def test_image_paths_file_folder_glob(tmp_path):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from mnist_lightning.errors import UserError
 
@@ -35,6 +35,9 @@ MAX_DECODED_BYTES = 80_000_000
 # PFM); containers such as ICO, which decode their frames while being opened, and formats no one draws digits in
 # are not opened at all
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+# what the service opens: no TIFF, whose opening alone (before any size is known) can take 40 times the file's
+# size in memory and seconds of CPU (a 9 MB TIFF of a million one-row strips: 350 MB, 7 s)
+SERVICE_FORMATS = tuple(name for name in FORMATS if name != "TIFF")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 # the longer side an image is reduced to right after decoding: the digit ends up 20 px high, so a digit a
 # fiftieth of the picture's height still keeps its shape
@@ -46,6 +49,12 @@ MIN_CONTRAST = 0.2  # an image whose darkest and lightest parts differ by less h
 # modes of REDUCIBLE_AS are converted first (P may become RGBA, which is then premultiplied)
 BYTES_PER_PIXEL = {"1": 2, "L": 1, "P": 9, "PA": 12, "LA": 8, "RGBA": 8, "I;16": 6, "I;16L": 6, "I;16B": 6, "I;16N": 6}
 OTHER_MODES_BYTES = 4
+# formats whose decoders hold more than the image: WebP keeps two canvases and a copy (about 16 bytes a pixel in
+# all); a progressive JPEG keeps 2 bytes per pixel and component at full resolution, whatever its draft scale
+WEBP_BYTES = 16
+PROGRESSIVE_JPEG_BYTES = 2
+# a digit's PNG has no use for text chunks; Pillow's own limits let one file unpack 64 MB of them while opening
+PngImagePlugin.MAX_TEXT_CHUNK = PngImagePlugin.MAX_TEXT_MEMORY = 1_000_000
 # converted before reducing: box-averaging palette indices or single bits would be meaningless
 REDUCIBLE_AS = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I"}
 
@@ -66,6 +75,7 @@ class DecodeLimits:
     max_pixels: int = MAX_PIXELS
     max_bytes: int = MAX_DECODED_BYTES
     reserve: Callable[[int], AbstractContextManager] = field(default=lambda cost: contextlib.nullcontext())
+    formats: tuple[str, ...] = FORMATS
 
 
 @dataclass
@@ -87,9 +97,17 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS, limits: DecodeLim
     return decode_image(path, str(path), max_pixels, limits)
 
 
-def decoded_bytes(image: Image.Image) -> int:
-    """Memory that decoding and reducing `image` holds at its peak, from its header."""
-    return image.width * image.height * BYTES_PER_PIXEL.get(image.mode, OTHER_MODES_BYTES)
+def decoded_bytes(image: Image.Image, full_size: tuple[int, int] | None = None) -> int:
+    """Memory that decoding and reducing `image` holds at its peak, from its header (after `draft`; `full_size`:
+    its size before, which a progressive JPEG's decoder works at)."""
+    pixels = image.width * image.height
+    if image.format == "WEBP":
+        return pixels * WEBP_BYTES
+    cost = pixels * BYTES_PER_PIXEL.get(image.mode, OTHER_MODES_BYTES)
+    if image.format in ("JPEG", "MPO") and image.info.get("progressive"):
+        width, height = full_size or image.size
+        cost += width * height * len(getattr(image, "layer", None) or image.getbands()) * PROGRESSIVE_JPEG_BYTES
+    return cost
 
 
 def decode_image(
@@ -109,18 +127,19 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limits below are stricter
-            image = Image.open(source, formats=FORMATS)
+            image = Image.open(source, formats=limits.formats)
         with image:
             if image.width * image.height > limits.max_pixels:
                 raise ImageTooLarge(
                     f"{name}: {image.width}x{image.height} pixels is over the limit of {limits.max_pixels:,}; "
                     f"scale it down first"
                 )
+            full_size = image.size
             image.draft(None, (WORKING_SIZE, WORKING_SIZE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when enough
-            cost = decoded_bytes(image)
+            cost = decoded_bytes(image, full_size)
             if cost > limits.max_bytes:
                 raise ImageTooLarge(
-                    f"{name}: decoding {image.width}x{image.height} pixels of mode {image.mode} takes "
+                    f"{name}: decoding {full_size[0]}x{full_size[1]} pixels of mode {image.mode} takes "
                     f"{cost / 1e6:,.0f} MB, over the limit of {limits.max_bytes / 1e6:,.0f} MB; scale it down or "
                     f"save it in greyscale first"
                 )
@@ -135,7 +154,7 @@ def decode_image(
         raise ImageTooLarge(f"{name}: refused as a decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:  # its message names a BytesIO object, of no use to the reader
         raise ImageError(
-            f"{name}: not a readable image (the formats read are {', '.join(FORMATS)}; ICO and others are not)"
+            f"{name}: not a readable image (the formats read here are {', '.join(limits.formats)})"
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's errors for truncated or corrupt files
         raise ImageError(f"{name}: not a readable image ({exc})") from exc
@@ -163,10 +182,15 @@ def to_gray(image: Image.Image) -> np.ndarray:
         return np.clip(array / top, 0, 1)
     if image.mode in ("LAB", "HSV"):  # lightness and value are their grey reading; Pillow converts neither to L
         return np.asarray(image.getchannel("L" if image.mode == "LAB" else "V"), dtype=np.float32) / 255
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("LA", "La", "PA", "RGBa") or (image.mode == "L" and "transparency" in image.info):
-        image = image.convert("RGBA")
+    try:
+        if image.mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        if image.mode == "La":  # premultiplied grey and alpha (TIFF): Pillow converts it to LA only
+            image = image.convert("LA")
+        if image.mode in ("LA", "PA", "RGBa") or (image.mode == "L" and "transparency" in image.info):
+            image = image.convert("RGBA")
+    except ValueError as exc:
+        raise ImageError(f"colour mode {image.mode} cannot be read: save the image as RGB or greyscale") from exc
     if image.mode == "RGBA":
         rgba = np.asarray(image, dtype=np.float32) / 255
         alpha = rgba[..., 3]
