@@ -50,11 +50,12 @@ def serve(cfg: DictConfig) -> None:
         if settings.ab.salt is None:  # one per experiment, kept so that clients keep their model across restarts
             salt = kept_salt(Path(root) / "serve", model.version, candidate.version)
             settings = settings.model_copy(update={"ab": settings.ab.model_copy(update={"salt": salt})})
-    if not settings.loopback and settings.auth.token is None:
+    if settings.answers_others and settings.auth.token is None:
         log.warning(
-            "host=%s answers other machines and no token is set: anyone who reaches it can send feedback and "
+            "host=%s%s answers other machines and no token is set: anyone who reaches it can send feedback and "
             "move the A/B figures; set MNIST_SERVE_TOKEN (docs/security.md)",
             settings.host,
+            " behind a proxy" if settings.trusted_proxies else "",
         )
     app = create_app(model, settings, candidate)
     shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host

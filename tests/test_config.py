@@ -284,3 +284,6 @@ def test_a_value_hydras_grammar_refuses_gets_one_line_with_a_form_it_reads():
     assert overrides.value_of(suggested) == "a'b"  # the suggested form is read back as the value meant
     with pytest.raises(UserError, match=r"model_ref=registry:x\]: Hydra cannot read"):
         check_known("evaluate", ["model_ref=registry:x]"])
+    with pytest.raises(UserError) as secret:
+        check_known("serve", ["auth.token=s3cret'value"])
+    assert str(secret.value).startswith("auth.token=<hidden>: Hydra cannot read") and "s3cret" not in str(secret.value)

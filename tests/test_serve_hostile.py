@@ -54,15 +54,20 @@ def test_crafted_files_get_their_own_status_and_a_detail_never_a_500(model, craf
         assert time.perf_counter() - started < 10, name  # refused from the header, not after decoding
         if status != 200:
             assert set(response.json()) == {"detail"} and response.json()["detail"].startswith(name), name
-    assert "NaN or infinite" in client.post("/predict", files={"file": ("n.tif", crafted["nan.tif"][0])}).text
-    assert "ICO and others are not" in client.post("/predict", files={"file": ("b.ico", crafted["bomb.ico"][0])}).text
-    assert (
-        "320 MB, over the limit of 80 MB" in client.post("/predict", files={"file": ("r", crafted["rgba.png"][0])}).text
-    )
+
+    def detail(name: str) -> str:
+        return client.post("/predict", files={"file": (name, crafted[name][0])}).json()["detail"]
+
+    assert "NaN or infinite" in detail("nan.pfm")
+    assert "the formats read here are PNG, JPEG, BMP, GIF, WEBP, PPM" in detail("bomb.ico")  # no ICO, no TIFF
+    assert "the formats read here" in detail("nan.tif")
+    assert "320 MB, over the limit of 80 MB" in detail("rgba.png")
+    assert "4096x4096 pixels of mode CMYK takes 138 MB" in detail("progressive.jpg")
+    assert "Too much memory used in text chunks" in detail("text.png")
 
 
 def test_a_batch_answers_its_good_files_beside_the_crafted_ones(model, crafted):
-    names = ["nan.tif", "lab.tif", "bomb.ico", "rgba.png", "truncated.png"]
+    names = ["nan.pfm", "cmyk.jpg", "bomb.ico", "rgba.png", "progressive.jpg", "truncated.png"]
     files = [("files", ("good.png", digit()))] + [("files", (name, crafted[name][0])) for name in names]
     response = app(model).post("/predict/batch", files=files)
     assert response.status_code == 200
@@ -190,6 +195,10 @@ def test_a_client_address_is_limited_to_its_rate_and_token_holders_are_not(model
     assert client.get("/health").status_code == 200  # reading the service is not counted
     trusted = [client.post("/predict", files={"file": ("d.png", digit())}, headers=BEARER) for _ in range(8)]
     assert {answer.status_code for answer in trusted} == {200}
+    guessing = app(model, auth=Auth(token=TOKEN, predict=True), limits=Limits(requests_per_minute=3))
+    wrong = {"Authorization": "Bearer " + "y" * 24}
+    guesses = [guessing.post("/predict", files={"file": ("d.png", digit())}, headers=wrong) for _ in range(4)]
+    assert [answer.status_code for answer in guesses] == [401, 401, 401, 429]  # guessing tokens is rate-limited
 
     labels = app(model, limits=Limits(feedback_per_hour=2))
     ids = [labels.post("/predict", files={"file": ("d.png", digit())}).json()["request_id"] for _ in range(3)]
@@ -199,15 +208,26 @@ def test_a_client_address_is_limited_to_its_rate_and_token_holders_are_not(model
 
 def test_one_client_fills_at_most_its_share_of_the_drift_window(model):
     # host 0.0.0.0: answering other machines, a client may fill a tenth of the window by default
-    settings = {"host": "0.0.0.0", "monitoring": Monitoring(window=30, min_samples=10)}
+    settings = {"host": "0.0.0.0", "monitoring": Monitoring(window=30, min_samples=10), "auth": Auth(token=TOKEN)}
     client = app(model, **settings)
     images = [png_bytes(drawn) for drawn in scribbles(12, seed=1)]
-    for data in images:  # one client: no X-Client-Id, one address
+
+    def samples() -> int:
+        return client.get("/monitoring").json()["models"][0]["samples"]
+
+    for data in images:  # one client: one address
         client.post("/predict", files={"file": ("d.png", data)})
-    assert client.get("/monitoring").json()["models"][0]["samples"] == 3  # a tenth of 30
-    for n, data in enumerate(images):
+    assert samples() == 3  # a tenth of 30
+    for n, data in enumerate(images):  # a new X-Client-Id for every request: still the same address
         client.post("/predict", files={"file": ("d.png", data)}, headers={"X-Client-Id": f"user-{n}"})
-    assert client.get("/monitoring").json()["models"][0]["samples"] == 15
+    assert samples() == 3
+    for data in images:  # a token holder (a trusted backend sending for its users) is not capped
+        client.post("/predict", files={"file": ("d.png", data)}, headers=BEARER)
+    assert samples() == 15
+    behind = app(model, monitoring=Monitoring(window=30, min_samples=10), trusted_proxies=["127.0.0.1"])
+    for data in images:  # 127.0.0.1 behind a proxy answers other machines too: capped
+        behind.post("/predict", files={"file": ("d.png", data)})
+    assert behind.get("/monitoring").json()["models"][0]["samples"] == 3
     loopback = app(model, monitoring=Monitoring(window=30, min_samples=10))  # this machine only: no cap
     for data in images:
         loopback.post("/predict", files={"file": ("d.png", data)})

@@ -18,6 +18,7 @@ from mnist_lightning.cli import overrides
 from mnist_lightning.errors import UserError
 
 PACKAGE = re.compile(r"^#\s*@package\s+(\S+)", re.M)
+SECRET_KEYS = ("token", "salt")  # their values are not repeated in a message
 
 
 @functools.cache
@@ -67,6 +68,10 @@ def check_known(config_name: str, argv: list[str]) -> None:
             parsed += overrides.parse([item])
         except Exception:  # Hydra's grammar refuses it (an unclosed quote, a stray bracket): say how to write it
             key, _, value = item.partition("=")
+            if key.rsplit(".", 1)[-1] in SECRET_KEYS:  # never echoed: set it through the environment instead
+                raise UserError(
+                    f"{key}=<hidden>: Hydra cannot read this value; give it through the environment"
+                ) from None
             written = f"{key}={overrides.quote(value)}"
             # as typed in a shell: inside double quotes, unless the value needs them itself
             shown = written if any(c in written for c in '"$`') else f'"{written}"'

@@ -22,7 +22,15 @@ bearer = HTTPBearer(auto_error=False, description="the token the service was sta
 class Caller:
     trusted: bool  # sent the service's token: no per-client limits apply
     address: str  # the connection's address (a trusted proxy's X-Forwarded-For, see settings.trusted_proxies)
-    client: str  # X-Client-Id when sent, else the address: one client, for the drift window's share
+    client_id: str | None  # the X-Client-Id header, chosen by the client
+
+    @property
+    def drift_keys(self) -> tuple[str, ...]:
+        """What the drift window's per-client share counts this caller under: its address and its id (a client can
+        choose a new id, not a new address); nothing for a token holder."""
+        if self.trusted:
+            return ()
+        return (f"address:{self.address}",) + ((f"id:{self.client_id}",) if self.client_id else ())
 
 
 def token_matches(given: str | None, token: str | None) -> bool:
@@ -33,8 +41,7 @@ async def caller(request: Request, settings: SettingsDep) -> Caller:
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     trusted = scheme.lower() == "bearer" and token_matches(given.strip(), settings.auth.token)
     address = request.client.host if request.client else "unknown"
-    client_id = request.headers.get("x-client-id")
-    return Caller(trusted, address, f"id:{client_id}" if client_id else f"address:{address}")
+    return Caller(trusted, address, request.headers.get("x-client-id"))
 
 
 CallerDep = Annotated[Caller, Depends(caller)]

@@ -15,7 +15,7 @@ from mnist_lightning.errors import UserError
 from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving import routes_ab, routes_predict, routes_service
 from mnist_lightning.serving.ab import Experiment
-from mnist_lightning.serving.access import require_token
+from mnist_lightning.serving.access import require_token, within_rate
 from mnist_lightning.serving.drift import DriftMonitor
 from mnist_lightning.serving.limits import BodySizeLimit, ClientLimits, DecodeBudget
 from mnist_lightning.serving.metrics import RequestMetrics, ServiceMetrics
@@ -60,7 +60,8 @@ def create_app(
     app.state.client_limits = ClientLimits(settings.limits.requests_per_minute, settings.limits.feedback_per_hour)
     # with a token, the routes that change the service's state need it (the prediction routes with auth.predict);
     # declared only then, so the OpenAPI schema says exactly what a client must send
-    guarded = {"dependencies": [Depends(require_token)], "responses": error_responses(401)}
+    # (the rate is counted before the token is checked: guessing tokens is rate-limited like everything else)
+    guarded = {"dependencies": [Depends(within_rate), Depends(require_token)], "responses": error_responses(401)}
     token = settings.auth.token is not None
     app.include_router(routes_predict.router, **(guarded if token and settings.auth.predict else {}))
     app.include_router(routes_ab.feedback_router, **(guarded if token else {}))

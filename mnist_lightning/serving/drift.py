@@ -17,35 +17,36 @@ class DriftMonitor:
     (fewer than `settings.samples_needed` in the window), no reference (the model's export has none: export or
     register it again).
 
-    One client (serving/access.Caller.client: its X-Client-Id, else its address) fills at most `client_share` of
-    the window: its further answers are not observed until its older ones leave the
-    window, so no single client can push the status to alert, or back to ok to hide real drift.
+    One client fills at most `client_share` of the window, counted by its address and by its X-Client-Id alike
+    (a new id for every request does not escape the cap): its further answers are not observed until its older
+    ones leave the window, so no single client can push the status to alert, or back to ok to hide real drift.
     """
 
     def __init__(self, reference: dict | None, settings: Monitoring, client_share: float = 1.0) -> None:
         self.reference, self.settings = reference, settings
-        self._seen: deque[tuple[str, dict[str, float]]] = deque()
+        self._seen: deque[tuple[tuple[str, ...], dict[str, float]]] = deque()
         self._per_client: Counter[str] = Counter()
         self._client_cap = max(1, int(client_share * settings.window))
         self._lock = threading.Lock()
 
-    def observe(self, digit, predicted: int, confidence: float, client: str = "") -> bool:
-        """Add one answer to the window; False when `client` already fills its share of it."""
-        with self._lock:
-            # at its cap, a client's answer is observed only in place of its own oldest one
-            evicts_own = len(self._seen) >= self.settings.window and self._seen[0][0] == client
-            if self._per_client[client] >= self._client_cap and not evicts_own:
-                return False
+    def observe(self, digit, predicted: int, confidence: float, clients: tuple[str, ...] = ()) -> bool:
+        """Add one answer to the window; False when one of `clients` (the caller's address and id, see
+        serving/access.Caller) already fills its share of it. No clients: not capped (a token holder)."""
         row = statistics.digit_statistics(digit)
         row["predicted_class"], row["confidence"] = predicted, confidence
         with self._lock:
-            self._seen.append((client, row))
-            self._per_client[client] += 1
+            # at its cap, a client's answer is observed only in place of its own oldest one
+            oldest = self._seen[0][0] if len(self._seen) >= self.settings.window else ()
+            if any(self._per_client[c] >= self._client_cap and c not in oldest for c in clients):
+                return False
+            self._seen.append((clients, row))
+            self._per_client.update(clients)
             while len(self._seen) > self.settings.window:
                 gone, _ = self._seen.popleft()
-                self._per_client[gone] -= 1
-                if not self._per_client[gone]:
-                    del self._per_client[gone]
+                self._per_client.subtract(gone)
+                for client in gone:
+                    if not self._per_client[client]:
+                        del self._per_client[client]
         return True
 
     def report(self) -> dict:

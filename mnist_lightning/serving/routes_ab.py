@@ -15,7 +15,7 @@ from mnist_lightning.serving.state import ExperimentDep
 feedback_router = APIRouter(
     tags=["ab"],
     dependencies=[Depends(same_origin), Depends(within_rate), Depends(feedback_allowed)],
-    responses=error_responses(400, 403, 404, 422, 429),
+    responses=error_responses(400, 403, 404, 413, 422, 429),
 )
 router = APIRouter(tags=["ab"])
 

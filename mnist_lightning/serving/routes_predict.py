@@ -8,6 +8,7 @@ decode budget (serving/limits.py) makes concurrent large decodes take turns.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Annotated
@@ -56,7 +57,7 @@ class Answers:
     monitors: dict[str, DriftMonitor]
     metrics: ServiceMetrics
 
-    def __call__(self, version: str, prepared: list[preprocess.Prepared], client: str) -> list[dict]:
+    def __call__(self, version: str, prepared: list[preprocess.Prepared], clients: tuple[str, ...]) -> list[dict]:
         started = time.perf_counter()
         answers = self.models[version].answer(prepared)
         seconds = time.perf_counter() - started
@@ -64,7 +65,7 @@ class Answers:
         results = []
         for result, digit in answers:
             if digit is not None:
-                self.monitors[version].observe(digit, result["prediction"], result["confidence"], client)
+                self.monitors[version].observe(digit, result["prediction"], result["confidence"], clients)
             request_id = self.experiment.record(version, result["prediction"], result["confidence"])
             results.append({**result, "model_version": version, "request_id": request_id})
         return results
@@ -89,6 +90,7 @@ class Decoder:
     def load(self, upload: UploadFile) -> preprocess.Prepared:
         name = upload.filename or "upload"
 
+        @contextlib.contextmanager
         def reserve(cost: int):
             if self.spent + cost > self.limits.max_request_bytes:
                 raise preprocess.ImageTooLarge(
@@ -96,10 +98,13 @@ class Decoder:
                     f"{self.spent / 1e6:,.0f} of the {self.limits.max_request_bytes / 1e6:,.0f} MB one request may "
                     f"decode: send it in another request"
                 )
-            self.spent += cost
-            return self.budget.reserve(cost)
+            with self.budget.reserve(cost):  # counted once granted: a file turned away (503) costs nothing
+                self.spent += cost
+                yield
 
-        limits = preprocess.DecodeLimits(self.limits.max_pixels, self.limits.max_image_bytes, reserve)
+        limits = preprocess.DecodeLimits(
+            self.limits.max_pixels, self.limits.max_image_bytes, reserve, preprocess.SERVICE_FORMATS
+        )
         return preprocess.load_digit(upload.file.read(), name, limits)
 
 
@@ -129,7 +134,7 @@ def predict(
     except (preprocess.ImageError, Busy) as exc:
         headers = {"Retry-After": "5"} if isinstance(exc, Busy) else None
         raise HTTPException(status_of(exc), str(exc), headers=headers) from None
-    (result,) = answer(experiment.choose(x_client_id), [prepared], caller.client)
+    (result,) = answer(experiment.choose(x_client_id), [prepared], caller.drift_keys)
     return Prediction(**result)
 
 
@@ -159,7 +164,7 @@ def predict_batch(
             places.append(index)
         except (preprocess.ImageError, Busy) as exc:
             items[index] = BatchItem(filename=upload.filename or "upload", error=str(exc), status=status_of(exc))
-    for index, result in zip(places, answer(version, prepared, caller.client) if prepared else [], strict=True):
+    for index, result in zip(places, answer(version, prepared, caller.drift_keys) if prepared else [], strict=True):
         result.pop("model_version")
         items[index] = BatchItem(filename=files[index].filename or "upload", status=200, **result)
     return BatchPrediction(model_version=version, results=items)

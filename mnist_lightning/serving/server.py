@@ -48,8 +48,12 @@ class RequestDeadline(H11Protocol):
             self._cancel_deadline()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._cancel_deadline()  # idle until the next request: uvicorn's keep-alive timeout applies
+        self._cancel_deadline()
+        super().on_response_complete()  # starts a pipelined request already received, if there is one
+        if self.cycle is not None and not self.cycle.response_complete and self.cycle.more_body:
+            # that request's body is still arriving: it gets its own deadline (otherwise the connection is idle
+            # until the next request, and uvicorn's keep-alive timeout applies)
+            self._deadline = self.loop.call_later(self.request_timeout_s, self._too_slow)
 
     def connection_lost(self, exc) -> None:
         self._cancel_deadline()
@@ -67,10 +71,11 @@ class RequestDeadline(H11Protocol):
         answering = self.cycle is not None and not self.cycle.more_body and not self.cycle.response_complete
         if answering:
             return  # the request arrived whole and is being answered
-        if self.cycle is None or not self.cycle.response_started:
+        between = self.cycle is None or self.cycle.response_complete  # the next request's headers are arriving
+        if between or not self.cycle.response_started:
             self.transport.write(TIMEOUT_RESPONSE)
-        if self.cycle is not None:
-            self.cycle.disconnected = True  # the app, if it is reading the body, sees the client gone
+        if not between:
+            self.cycle.disconnected = True  # the app, reading the body, sees the client gone
             self.cycle.message_event.set()
         self.transport.close()
 

@@ -49,7 +49,7 @@ class Limits(Group):
     requests_per_minute: int = Field(600, ge=0, description="per client address; more get 429; 0: no limit")
     feedback_per_hour: int = Field(300, ge=0, description="labels per client address an hour; 0: no limit")
     # uvicorn's limit_concurrency: connections and requests in flight; more are answered 503 at once
-    max_connections: int = Field(64, ge=1, description="open connections; more are answered 503")
+    max_connections: int = Field(256, ge=1, description="open connections; more are answered 503")
     request_timeout_s: float = Field(
         20.0,
         gt=0,
@@ -174,7 +174,12 @@ class ServeSettings(Group):
             return False
 
     @property
+    def answers_others(self) -> bool:
+        """Whether clients of other machines reach it: a host other than loopback, or a proxy in front."""
+        return not self.loopback or bool(self.trusted_proxies)
+
+    @property
     def client_share(self) -> float:
-        """monitoring.max_client_share, or its default for this host."""
+        """monitoring.max_client_share, or its default: no cap when only this machine's programs call the service."""
         share = self.monitoring.max_client_share
-        return share if share is not None else 1.0 if self.loopback else 0.1
+        return share if share is not None else 0.1 if self.answers_others else 1.0
