@@ -113,13 +113,22 @@ def test_a_burst_of_mixed_requests_from_8_clients(server, digits):
 def test_sigterm_lets_the_request_in_flight_finish(trained, mnist_dir, tmp_path):
     _, run_dir, _ = trained
     handle = start_server(tmp_path, mnist_dir, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
-    # 64 images of 2,000 x 2,000 pixels: long enough to decode that the signal arrives while they are
-    large = [("files", (f"{i}.png", png(np.zeros((2000, 2000))))) for i in range(64)]
     result, signalled = {}, threading.Event()
 
+    def slow_body():
+        """A batch whose body takes about 2 s to arrive: the signal comes while the request is in flight."""
+        for i in range(20):
+            yield f'--cut\r\nContent-Disposition: form-data; name="files"; filename="{i}.png"\r\n\r\n'.encode()
+            yield png(np.zeros((28, 28))) + b"\r\n"
+            time.sleep(0.1)
+        yield b"--cut--\r\n"
+
     def request() -> None:
-        response = httpx.post(f"{handle.url}/predict/batch", files=large, timeout=120)
+        response = httpx.post(
+            f"{handle.url}/predict/batch", content=slow_body(), headers={"content-type": MULTIPART}, timeout=120
+        )
         result["status"], result["late"] = response.status_code, signalled.is_set()
+        result["answers"] = len(response.json()["results"])
 
     thread = threading.Thread(target=request)
     thread.start()
@@ -129,7 +138,7 @@ def test_sigterm_lets_the_request_in_flight_finish(trained, mnist_dir, tmp_path)
     thread.join(120)
     assert stop_server(handle) == STOPPED, handle.log()
     assert "Shutting down" in handle.log() and "Finished server process" in handle.log()
-    assert result == {"status": 200, "late": True}, "the answer came after SIGTERM and was complete"
+    assert result == {"status": 200, "late": True, "answers": 20}, "the answer came after SIGTERM and was complete"
 
 
 def test_a_taken_port_is_refused_in_one_line(server, mnist_dir, tmp_path):
