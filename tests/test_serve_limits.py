@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from helpers import encoded, hostile_images, png_bytes, scribbles, start_server, stop_server, tiny_run
+from helpers import MALFORMED, encoded, hostile_images, png_bytes, scribbles, start_server, stop_server, tiny_run
 from mnist_lightning.serving.settings import Limits
 
 pytestmark = pytest.mark.slow  # each test starts a server
@@ -87,6 +87,40 @@ def test_eight_clients_sending_the_largest_images_allowed_stay_within_the_memory
         assert httpx.get(f"{server.url}/health").status_code == 200
     finally:
         stop_server(server)
+
+
+def test_every_hostile_request_against_a_running_server(checkpoint, mnist_dir, tmp_path, monkeypatch):
+    """What test_serve_hostile.py checks in-process, once more over HTTP: crafted files, malformed requests, the
+    token, another origin's page, /model's details, the per-address rate; the server answers throughout."""
+    monkeypatch.setenv("MNIST_SERVE_TOKEN", TOKEN)
+    server = start_server(tmp_path, mnist_dir, f"ckpt_path={checkpoint}", "limits.requests_per_minute=30")
+    bearer = {"Authorization": f"Bearer {TOKEN}"}  # exempt from the rate, so that it is reached only at the end
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for name, (data, status) in hostile_images().items():
+                response = http.post("/predict", files={"file": (name, data)}, headers=bearer)
+                assert response.status_code == status and (status == 200 or name in response.json()["detail"]), name
+            for what, arguments, route, status in MALFORMED:
+                headers = {**arguments.get("headers", {}), **bearer}
+                response = http.post(route, **{**arguments, "headers": headers})
+                assert response.status_code == status and isinstance(response.json()["detail"], str), what
+            answer = http.post("/predict", files={"file": ("d.png", png_bytes(scribbles(1)[0]))}).json()
+            label = {"request_id": answer["request_id"], "label": 1}
+            assert http.post("/feedback", json=label).status_code == 401
+            assert http.post("/feedback", json=label, headers=bearer).status_code == 200
+            evil = http.post("/feedback", json=label, headers={**bearer, "Origin": "http://evil.example"})
+            assert evil.status_code == 403
+            assert http.get("/model").json()["checkpoint"] is None
+            assert http.get("/model", headers=bearer).json()["checkpoint"] == str(checkpoint)
+            statuses = [
+                http.post("/predict", files={"file": ("d.png", png_bytes(scribbles(1)[0]))}).status_code
+                for _ in range(31)
+            ]
+            assert statuses.count(429) >= 1 and set(statuses) == {200, 429}  # 30 a minute, one already sent
+            assert http.get("/health").status_code == 200
+    finally:
+        stop_server(server)
+    assert "Traceback" not in server.log() and TOKEN not in server.log()
 
 
 def read_until_closed(connection: socket.socket, limit_s: float) -> tuple[bytes, float]:

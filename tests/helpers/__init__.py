@@ -4,11 +4,13 @@ a subprocess, small files to feed them. Test modules import these from here, nev
 from helpers.app import png_bytes, scribbles, tiny_run, write_reference
 from helpers.cli import FAST, run_cli, run_dirs, run_without
 from helpers.files import encoded, hostile_images, huge_png, ico_wrapping, write_idx
+from helpers.malformed import MALFORMED
 from helpers.paths import CONF_DIR, NO_DATA, ROOT, real_data_dir
 from helpers.server import free_port, start_server, stop_server
 
 __all__ = [
     "CONF_DIR",
+    "MALFORMED",
     "FAST",
     "NO_DATA",
     "ROOT",
