@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from helpers import start_server, stop_server
+from helpers import start_server, stop_server, tiny_run
 from mnist_lightning.data.files import load_split
 from mnist_lightning.inference import preprocess
 from mnist_lightning.inference.torch_runtime import probabilities
@@ -125,3 +125,37 @@ def test_drawing_a_digit_shows_it_and_ten_probabilities(trained, mnist_dir, tmp_
     finally:
         assert stop_server(server) == -signal.SIGTERM, server.log()
     assert Path(tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_with_auth_predict_the_page_works_when_opened_with_the_token(mnist_dir, tmp_path, monkeypatch):
+    """docs/security.md: a service started with auth.predict=true answers the page opened as /#token=<token>, and
+    the page opened without it shows the 401's detail."""
+    from playwright.sync_api import expect, sync_playwright
+
+    token = "page-token-0123456789abcd"
+    monkeypatch.setenv("MNIST_SERVE_TOKEN", token)
+    checkpoint = tiny_run(tmp_path / "run", seed=0)
+    server = start_server(tmp_path, mnist_dir, f"ckpt_path={checkpoint}", "auth.predict=true")
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=browser_path(), headless=True, args=["--no-sandbox"])
+            for opened, status in ((f"/#token={token}", 200), ("/", 401)):
+                page = browser.new_page(viewport={"width": 900, "height": 640})
+                page.goto(server.url + opened)
+                box = page.locator("#canvas").bounding_box()
+                with page.expect_response(lambda r: r.url.endswith("/predict")) as answer:
+                    page.mouse.move(box["x"] + 100, box["y"] + 60)
+                    page.mouse.down()
+                    page.mouse.move(box["x"] + 110, box["y"] + 220, steps=8)
+                    page.mouse.up()
+                assert answer.value.status == status, opened
+                if status == 200:
+                    expect(page.locator("#model-version")).to_contain_text("mlp")
+                    expect(page.locator("#status")).to_have_text("")
+                else:
+                    expect(page.locator("#status")).to_contain_text("needs the service's token")
+                page.close()
+            browser.close()
+    finally:
+        assert stop_server(server) == -signal.SIGTERM, server.log()
+    assert token not in server.log()
