@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lightning.cli.keys import SECRET_KEYS
 from mnist_lightning.cli.task import verb
 from mnist_lightning.errors import UserError, require_extra
 
@@ -105,14 +106,12 @@ def service_settings(cfg: DictConfig) -> ServeSettings:
         raise UserError("; ".join(breach(error) for error in exc.errors())) from None
 
 
-TEXT_KEYS = ("token", "salt")  # strings even when they are made of digits
-
-
 def numbers(value):
     """Numbers written as strings become numbers: `port=${oc.env:PORT}` always gives a string. Everything else
     (`true` where a number belongs, say) is left for the settings' strict rules to refuse."""
     if isinstance(value, dict):
-        return {key: item if key in TEXT_KEYS else numbers(item) for key, item in value.items()}
+        # secrets (a token, a salt) stay strings even when made of digits
+        return {key: item if key in SECRET_KEYS else numbers(item) for key, item in value.items()}
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*", value):
         number = float(value)
         return int(number) if number.is_integer() and re.fullmatch(r"\s*[+-]?\d+\s*", value) else number
@@ -124,7 +123,7 @@ def breach(error: dict) -> str:
         return str(error["ctx"]["error"])
     key = ".".join(str(part) for part in error["loc"])
     allowed = ALLOWED[error["type"]].format(**error.get("ctx", {})) if error["type"] in ALLOWED else error["msg"]
-    shown = "<hidden>" if error["loc"][-1] in TEXT_KEYS else error["input"]  # a secret stays out of the log
+    shown = "<hidden>" if error["loc"][-1] in SECRET_KEYS else error["input"]  # a secret stays out of the log
     return f"{key}={shown}: {allowed}"
 
 
