@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import FAST, NO_DATA, real_data_dir, run_cli, run_dirs, write_idx
+from helpers import FAST, NO_DATA, postgres_server, real_data_dir, run_cli, run_dirs, write_idx
 from mnist_lightning.data.files import MNIST_FILES, FileSpec
 
 
@@ -67,3 +67,10 @@ def trained(tmp_path_factory, mnist_dir):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = run_dirs(cwd)
     return cwd, run_dir, result
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The SQLAlchemy URL of a real PostgreSQL server started for this test session (tests/helpers/postgres.py)."""
+    with postgres_server() as url:
+        yield url
