@@ -37,6 +37,7 @@ def serve(cfg: DictConfig) -> None:
     from mnist_lightning.serving.ab import kept_salt
     from mnist_lightning.serving.app import create_app
     from mnist_lightning.serving.server import return_freed_memory, uvicorn_options
+    from mnist_lightning.store.log import PredictionLog, shown
 
     settings = service_settings(cfg)
     check_port_free(settings.host, settings.port)
@@ -58,13 +59,16 @@ def serve(cfg: DictConfig) -> None:
             settings.host,
             " behind a proxy" if settings.trusted_proxies else "",
         )
-    app = create_app(model, settings, candidate)
+    # the prediction log is created, or checked, before the server starts
+    prediction_log = PredictionLog(settings.store.url, settings.store.keep_inputs)
+    app = create_app(model, settings, candidate, prediction_log)
     shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host
     url = f"http://{shown_host}:{settings.port}{settings.root_path}/"
     log.info(
         "Serving %s (model %s, %s) on %s:%s", checkpoint, model.version, model.runtime, settings.host, settings.port
     )
     print(f"Drawing page: {url}   API: {url}docs   model: {model.version} ({checkpoint})", flush=True)
+    print(f"Prediction log: {shown(settings.store.url)}", flush=True)
     if candidate is not None:
         print(
             f"A/B: {settings.ab.fraction:.0%} of clients get candidate {candidate.version} "

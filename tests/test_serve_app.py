@@ -9,17 +9,16 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from omegaconf import OmegaConf
 from PIL import Image
 
-from helpers import CONF_DIR, ROOT, huge_png, png_bytes, scribbles, tiny_run, write_reference
+from helpers import ROOT, huge_png, png_bytes, scribbles, serve_config, tiny_run, write_reference
 from mnist_lightning.errors import UserError
 from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.runs import lineage
 from mnist_lightning.serve import service_settings
 from mnist_lightning.serving.ab import hashed_share
 from mnist_lightning.serving.app import create_app
-from mnist_lightning.serving.settings import AB, Auth, Limits, Monitoring, ServeSettings
+from mnist_lightning.serving.settings import AB, Auth, Limits, Monitoring, ServeSettings, Store
 
 EXAMPLE = ROOT / "examples" / "1_paper.jpg"
 WINDOW = 30
@@ -184,7 +183,7 @@ def test_clients_keep_their_model_and_ab_tallies_each(client, models):
     assert tallies[main.version]["feedback"] == 0 and tallies[main.version]["accuracy"] is None
 
 
-def test_feedback_scores_an_answer_once(client, models):
+def test_feedback_scores_an_answer_once_and_a_second_label_is_refused(client, models):
     main, _ = models
     answers = [predict(client, files={"file": ("d.png", png_bytes(d))}, headers=TO_MAIN) for d in scribbles(2)]
     right, wrong = answers[0], answers[1]
@@ -202,9 +201,11 @@ def test_feedback_scores_an_answer_once(client, models):
     assert (tally["requests"], tally["feedback"], tally["accuracy"]) == (2, 2, 0.5)
 
     again = client.post("/feedback", json={"request_id": right["request_id"], "label": 1})
-    assert again.status_code == 404 and set(again.json()) == {"detail"}
-    assert "already given feedback" in again.json()["detail"] and "100,000 newer answers" in again.json()["detail"]
-    assert client.post("/feedback", json={"request_id": "unknown", "label": 1}).status_code == 404
+    assert again.status_code == 409 and set(again.json()) == {"detail"}
+    assert "has its label already, and the first label stands" in again.json()["detail"]
+    assert client.get("/ab").json()["versions"][main.version]["accuracy"] == 0.5  # the first label stands
+    unknown = client.post("/feedback", json={"request_id": "unknown", "label": 1})
+    assert unknown.status_code == 404 and "no answer has that id" in unknown.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -369,11 +370,12 @@ def test_one_model_alone_with_the_default_settings(models):
 
 
 def test_the_config_holds_every_setting_with_the_models_defaults():
-    conf = OmegaConf.load(CONF_DIR / "serve.yaml")
+    conf = serve_config()
     assert set(ServeSettings.model_fields) <= set(conf)
-    for group, model in (("limits", Limits), ("ab", AB), ("monitoring", Monitoring)):
+    for group, model in (("limits", Limits), ("ab", AB), ("monitoring", Monitoring), ("store", Store)):
         assert set(conf[group]) == set(model.model_fields), group
-    assert service_settings(conf) == ServeSettings()
+    # the one difference: the config keeps the log in outputs/, a bare app (a test, a notebook) in memory
+    assert service_settings(conf) == ServeSettings(store={"url": "sqlite:///outputs/serving.db"})
     conf.ab.fraction = 1
     assert service_settings(conf).ab.fraction == 1  # no candidate: the share is unused, so not checked
 
@@ -391,7 +393,7 @@ def test_the_config_holds_every_setting_with_the_models_defaults():
     ],
 )
 def test_settings_are_refused_in_one_line_naming_the_keys(overrides, message):
-    conf = OmegaConf.merge(OmegaConf.load(CONF_DIR / "serve.yaml"), OmegaConf.from_dotlist(overrides))
+    conf = serve_config(*overrides)
     with pytest.raises(UserError, match=re.escape(message)) as refused:
         service_settings(conf)
     assert "\n" not in str(refused.value)
@@ -401,10 +403,7 @@ def test_numbers_from_the_environment_are_numbers(monkeypatch):
     """`port=${oc.env:PORT}` always gives a string: a number written that way is taken as the number."""
     monkeypatch.setenv("PORT", "8080")
     monkeypatch.setenv("WARN", "0.05")
-    conf = OmegaConf.merge(
-        OmegaConf.load(CONF_DIR / "serve.yaml"),
-        OmegaConf.from_dotlist(["port=${oc.env:PORT}", "monitoring.warn=${oc.env:WARN}"]),
-    )
+    conf = serve_config("port=${oc.env:PORT}", "monitoring.warn=${oc.env:WARN}")
     settings = service_settings(conf)
     assert settings.port == 8080 and settings.monitoring.warn == 0.05
 

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from helpers import MALFORMED, encoded, hostile_images, png_bytes, scribbles, tiny_run
+from helpers import MALFORMED, encoded, hostile_images, png_bytes, scribbles, serve_config, tiny_run
 from mnist_lightning.errors import UserError
 from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serve import service_settings
@@ -238,7 +238,7 @@ def test_a_batch_past_the_requests_decode_limit_answers_the_rest_alone(model):
 def test_service_settings_for_the_token_are_checked_and_never_shown(monkeypatch):
     from omegaconf import OmegaConf
 
-    base = OmegaConf.load("conf/serve.yaml")
+    base = serve_config()
     monkeypatch.setenv("MNIST_SERVE_TOKEN", "12345678901234567890")  # digits stay a string
     assert service_settings(base).auth.token == "12345678901234567890"
     monkeypatch.setenv("MNIST_SERVE_TOKEN", "short-secret")

@@ -1,16 +1,18 @@
-"""The pieces of drift monitoring and A/B routing on their own: digit statistics, PSI, the rolling window, routing."""
+"""The pieces of drift monitoring and A/B routing on their own: digit statistics, PSI, the drift report, routing."""
 
 from __future__ import annotations
 
 import re
+import uuid
 
 import numpy as np
 import pytest
 
 from mnist_lightning.inference import statistics
 from mnist_lightning.serving.ab import Experiment, hashed_share
-from mnist_lightning.serving.drift import DriftMonitor
+from mnist_lightning.serving.drift import drift_report
 from mnist_lightning.serving.settings import Monitoring
+from mnist_lightning.store.log import Answer, PredictionLog
 
 
 def square(size: int, at: tuple[int, int] = (14, 14)) -> np.ndarray:
@@ -41,26 +43,31 @@ def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shifted_one(
     assert np.isfinite(statistics.psi(classes, np.ones(500, int)))  # empty bins are clipped, not infinite
 
 
-def test_the_monitor_collects_then_compares_its_window_with_the_reference():
+def test_the_drift_report_collects_then_compares_the_window_with_the_reference():
     rng = np.random.default_rng(1)
     digits = [square(int(s)) for s in rng.integers(8, 16, 2000)]
     predicted, confidence = rng.integers(0, 10, 2000), rng.uniform(0.9, 1.0, 2000)
     reference = statistics.reference(digits, predicted, confidence)
     assert set(reference) == {*statistics.INPUT_STATISTICS, *statistics.OUTPUT_STATISTICS}
+    log = PredictionLog()  # in memory; tests/test_store.py runs the log on SQLite and PostgreSQL
 
-    assert DriftMonitor(None, Monitoring()).report()["status"] == "no reference"
+    def send(images, classes, confidences):
+        log.record(
+            [
+                Answer(uuid.uuid4().hex, "v1", "main", int(c), float(p), image, statistics.digit_statistics(image))
+                for image, c, p in zip(images, classes, confidences, strict=False)
+            ]
+        )
+
     settings = Monitoring(window=300, warn=0.1, alert=0.25)
-    monitor = DriftMonitor(reference, settings)
-    for i in range(settings.min_samples - 1):
-        monitor.observe(digits[i], int(predicted[i]), float(confidence[i]))
-    assert monitor.report()["status"] == "collecting"
-    for i in range(300):
-        monitor.observe(digits[1000 + i], int(predicted[1000 + i]), float(confidence[1000 + i]))
-    same = monitor.report()
+    assert drift_report(None, log, "v1", settings)["status"] == "no reference"
+    send(digits[: settings.min_samples - 1], predicted, confidence)
+    assert drift_report(reference, log, "v1", settings)["status"] == "collecting"
+    send(digits[1000:1300], predicted[1000:], confidence[1000:])
+    same = drift_report(reference, log, "v1", settings)
     assert same["samples"] == 300 and same["status"] == "ok", same["psi"]
-    for _ in range(300):  # small digits in a corner: the window now holds only these
-        monitor.observe(square(4, at=(5, 5)), 1, 0.6)
-    drifted = monitor.report()
+    send([square(4, at=(5, 5))] * 300, [1] * 300, [0.6] * 300)  # small digits in a corner: the window holds only these
+    drifted = drift_report(reference, log, "v1", settings)
     assert drifted["status"] == "alert" and drifted["psi"]["centre_offset"] >= 0.25
 
 
@@ -81,25 +88,6 @@ def test_routing_is_sticky_by_client_id_and_random_without_one():
     anonymous = [experiment.choose(None) for _ in range(2000)]
     assert 0.25 < anonymous.count("candidate") / 2000 < 0.35
     assert {Experiment("main").choose(i) for i in ids} == {"main"}  # no candidate: all to the main model
-
-
-def test_feedback_counts_once_per_answer():
-    experiment = Experiment("main", "candidate", fraction=0.5)
-    first = experiment.record("main", 7, 0.9)
-    second = experiment.record("candidate", 3, 0.8)
-    blank = experiment.record("main", None, None)
-    assert experiment.feedback(first, 7)["correct"] is True
-    assert experiment.feedback(second, 5)["correct"] is False
-    assert experiment.feedback(first, 7) is None and experiment.feedback("unknown", 1) is None
-    report = experiment.report()["versions"]
-    assert report["main"] == {
-        "role": "main",
-        "requests": 2,
-        "mean_confidence": 0.9,
-        "feedback": 1,
-        "accuracy": 1.0,
-    }
-    assert report["candidate"]["accuracy"] == 0.0 and len(blank) == 32  # a blank image is answered, not scored
 
 
 @pytest.mark.parametrize(

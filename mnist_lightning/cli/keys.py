@@ -18,7 +18,7 @@ from mnist_lightning.cli import overrides
 from mnist_lightning.errors import UserError
 
 PACKAGE = re.compile(r"^#\s*@package\s+(\S+)", re.M)
-SECRET_KEYS = ("token", "salt")  # their values are not repeated in a message
+SECRET_KEYS = ("token", "salt", "url")  # their values are not repeated in a message (a URL may hold a password)
 
 
 @functools.cache

@@ -2,8 +2,9 @@
 
 A request with an `X-Client-Id` header is assigned by a keyed hash of that id (HMAC-SHA256 with the experiment's
 secret salt), so a client keeps its model across requests and, with the salt kept, restarts, while no one outside
-can compute which ids land on which model; a request without one is assigned at random. Every answer carries a
-request id that `POST /feedback` can later pair with the true label, which gives each model an accuracy.
+can compute which ids land on which model; a request without one is assigned at random. Every answer is logged
+(store/) with a request id that `POST /feedback` can later pair with the true label, which gives each model an
+accuracy, and the candidate a verdict.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import os
 import random
 import secrets
 import threading
-import uuid
-from collections import OrderedDict
 from pathlib import Path
 
-FEEDBACK_MEMORY = 100_000  # answers remembered for feedback; older ones are forgotten first
+from mnist_lightning.serving.decision import decide
+from mnist_lightning.store.log import PredictionLog
 
 
 def hashed_share(client_id: str, salt: str) -> float:
@@ -29,7 +29,7 @@ def hashed_share(client_id: str, salt: str) -> float:
 
 
 class Experiment:
-    """Routes requests between a main model and an optional candidate, and keeps per-version tallies.
+    """Routes requests between a main model and an optional candidate; `report` compares them from the log.
 
     `fraction` is taken as given: the service's settings (serving/settings.py) check it. `salt` keys the client-id
     hash; without one the experiment makes its own (clients then change model when the process restarts)."""
@@ -47,12 +47,10 @@ class Experiment:
         self.fraction = fraction if candidate_version else 0.0
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._answers: OrderedDict[str, tuple[str, int | None]] = OrderedDict()
-        self._tally = {
-            v: {"requests": 0, "predictions": 0, "confidence_sum": 0.0, "feedback": 0, "correct": 0}
-            for v in (main_version, candidate_version)
-            if v
-        }
+
+    @property
+    def versions(self) -> list[str]:
+        return [version for version in (self.main, self.candidate) if version]
 
     def role(self, version: str) -> str:
         return "main" if version == self.main else "candidate"
@@ -65,35 +63,10 @@ class Experiment:
             share = hashed_share(client_id, self.salt) if client_id else self._random.random()
         return self.candidate if share < self.fraction else self.main
 
-    def record(self, version: str, prediction: int | None, confidence: float | None) -> str:
-        """Count one answer of `version`; returns the request id that feedback refers to."""
-        request_id = uuid.uuid4().hex
-        with self._lock:
-            tally = self._tally[version]
-            tally["requests"] += 1
-            if prediction is not None:
-                tally["predictions"] += 1
-                tally["confidence_sum"] += float(confidence)
-            self._answers[request_id] = (version, prediction)
-            while len(self._answers) > FEEDBACK_MEMORY:
-                self._answers.popitem(last=False)
-        return request_id
-
-    def feedback(self, request_id: str, label: int) -> dict | None:
-        """The true label of an answered request; None for an unknown (or forgotten) id. Each id counts once."""
-        with self._lock:
-            answer = self._answers.pop(request_id, None)
-            if answer is None:
-                return None
-            version, prediction = answer
-            correct = prediction == label
-            self._tally[version]["feedback"] += 1
-            self._tally[version]["correct"] += int(correct)
-        return {"model_version": version, "prediction": prediction, "label": label, "correct": correct}
-
-    def report(self) -> dict:
-        with self._lock:
-            tallies = {v: dict(t) for v, t in self._tally.items()}
+    def report(self, log: PredictionLog, alpha: float = 0.05, first_look: int = 100) -> dict:
+        """Per version: images answered, mean confidence, labels and accuracy; with a candidate, the decision
+        (serving/decision.py). Counted from the prediction log: every worker and replica gives the same."""
+        tallies = log.tallies(self.versions)
         versions = {}
         for version, t in tallies.items():
             versions[version] = {
@@ -103,7 +76,16 @@ class Experiment:
                 "feedback": t["feedback"],
                 "accuracy": round(t["correct"] / t["feedback"], 6) if t["feedback"] else None,
             }
-        return {"fraction": self.fraction, "main": self.main, "candidate": self.candidate, "versions": versions}
+        decision = None
+        if self.candidate:
+            decision = decide(log.outcomes(self.main), log.outcomes(self.candidate), alpha, first_look)
+        return {
+            "fraction": self.fraction,
+            "main": self.main,
+            "candidate": self.candidate,
+            "versions": versions,
+            "decision": decision,
+        }
 
 
 def kept_salt(folder: Path, main_version: str, candidate_version: str) -> str:

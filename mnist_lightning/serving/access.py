@@ -24,14 +24,6 @@ class Caller:
     address: str  # the connection's address (a trusted proxy's X-Forwarded-For, see settings.trusted_proxies)
     client_id: str | None  # the X-Client-Id header, chosen by the client
 
-    @property
-    def drift_keys(self) -> tuple[str, ...]:
-        """What the drift window's per-client share counts this caller under: its address and its id (a client can
-        choose a new id, not a new address); nothing for a token holder."""
-        if self.trusted:
-            return ()
-        return (f"address:{self.address}",) + ((f"id:{self.client_id}",) if self.client_id else ())
-
 
 def token_matches(given: str | None, token: str | None) -> bool:
     return bool(token) and given is not None and secrets.compare_digest(given.encode(), token.encode())

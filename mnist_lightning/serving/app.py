@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from mnist_lightning.errors import UserError
@@ -16,20 +17,24 @@ from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving import routes_ab, routes_predict, routes_service
 from mnist_lightning.serving.ab import Experiment
 from mnist_lightning.serving.access import require_token, within_rate
-from mnist_lightning.serving.drift import DriftMonitor
 from mnist_lightning.serving.limits import BodySizeLimit, ClientLimits, DecodeBudget
 from mnist_lightning.serving.metrics import RequestMetrics, ServiceMetrics
 from mnist_lightning.serving.schemas import error_responses
 from mnist_lightning.serving.settings import ServeSettings
 from mnist_lightning.serving.validation import readable_validation_error
+from mnist_lightning.store.log import PredictionLog, StoreUnavailable
 
 ROUTERS = (routes_predict.router, routes_ab.feedback_router, routes_ab.router, routes_service.router)
 
 
 def create_app(
-    model: LoadedModel, settings: ServeSettings | None = None, candidate: LoadedModel | None = None
+    model: LoadedModel,
+    settings: ServeSettings | None = None,
+    candidate: LoadedModel | None = None,
+    log: PredictionLog | None = None,
 ) -> FastAPI:
-    """The service answering with `model`, and with `candidate` for a share of the clients (settings.ab)."""
+    """The service answering with `model`, and with `candidate` for a share of the clients (settings.ab); its
+    answers and labels go to `log`, by default the one at settings.store.url (in memory when that is None)."""
     settings = settings or ServeSettings()
     if candidate is not None and not 0 < settings.ab.fraction < 1:  # the settings check it only with ab.candidate
         raise UserError(f"ab.fraction={settings.ab.fraction}: the candidate's share must be between 0 and 1")
@@ -51,10 +56,7 @@ def create_app(
     app.state.settings = settings
     app.state.models = models
     app.state.experiment = experiment
-    app.state.monitors = {
-        version: DriftMonitor(served.reference, settings.monitoring, settings.client_share)
-        for version, served in models.items()
-    }
+    app.state.log = log if log is not None else PredictionLog(settings.store.url, settings.store.keep_inputs)
     app.state.metrics = metrics
     app.state.decode_budget = DecodeBudget(settings.limits.decode_budget_bytes, settings.limits.decode_wait_s)
     app.state.client_limits = ClientLimits(settings.limits.requests_per_minute, settings.limits.feedback_per_hour)
@@ -69,6 +71,7 @@ def create_app(
     app.include_router(routes_service.router)
     app.mount("/static", StaticFiles(directory=str(routes_service.PAGE)), name="static")
     app.add_exception_handler(RequestValidationError, readable_validation_error)
+    app.add_exception_handler(StoreUnavailable, store_unavailable)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.cors.origins:  # off by default: no other origin's page may read the answers
         app.add_middleware(
@@ -82,3 +85,12 @@ def create_app(
     paths = {route.path for router in ROUTERS for route in router.routes}
     app.add_middleware(RequestMetrics, metrics=metrics, routes=paths)
     return app
+
+
+async def store_unavailable(_request, exc: StoreUnavailable) -> JSONResponse:
+    """503 when the prediction log cannot be reached: an answer is only given once it is logged."""
+    return JSONResponse(
+        {"detail": f"the prediction log cannot be reached ({exc}): nothing was recorded, try again shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )

@@ -55,6 +55,12 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        self.store_available = Gauge(
+            "mnist_store_available",
+            "Whether the prediction log could be reached at the last scrape (1) or not (0)",
+            registry=self.registry,
+        )
+
     def serving(self, model_version: str, network: str, role: str) -> None:
         self.model.labels(model_version=model_version, network=network, role=role).set(1)
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Header, HTTPException, UploadFile
 
-from mnist_lightning.inference import preprocess
+from mnist_lightning.inference import preprocess, statistics
 from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving.ab import Experiment
-from mnist_lightning.serving.access import CallerDep, same_origin, within_rate
-from mnist_lightning.serving.drift import DriftMonitor
+from mnist_lightning.serving.access import Caller, CallerDep, same_origin, within_rate
 from mnist_lightning.serving.limits import Busy, DecodeBudget
 from mnist_lightning.serving.metrics import ServiceMetrics
 from mnist_lightning.serving.schemas import BatchItem, BatchPrediction, Prediction, error_responses
@@ -27,11 +27,12 @@ from mnist_lightning.serving.settings import Limits
 from mnist_lightning.serving.state import (
     DecodeBudgetDep,
     ExperimentDep,
+    LogDep,
     MetricsDep,
     ModelsDep,
-    MonitorsDep,
     SettingsDep,
 )
+from mnist_lightning.store.log import Answer, PredictionLog
 
 router = APIRouter(
     tags=["predict"],
@@ -49,31 +50,47 @@ ClientId = Annotated[
 
 @dataclass
 class Answers:
-    """The answers of one model version to prepared images, counted in the metrics, watched for drift and recorded
-    by the experiment, each with the request id that /feedback refers to."""
+    """The answers of one model version to prepared images: logged (store/) with the request id that /feedback
+    refers to, committed before they are returned, then counted in the metrics."""
 
     models: dict[str, LoadedModel]
     experiment: Experiment
-    monitors: dict[str, DriftMonitor]
+    log: PredictionLog
     metrics: ServiceMetrics
 
-    def __call__(self, version: str, prepared: list[preprocess.Prepared], clients: tuple[str, ...]) -> list[dict]:
+    def __call__(self, version: str, prepared: list[preprocess.Prepared], caller: Caller) -> list[dict]:
         started = time.perf_counter()
         answers = self.models[version].answer(prepared)
         seconds = time.perf_counter() - started
-        self.metrics.observe_answers(version, [result["prediction"] for result, _ in answers], seconds)
-        results = []
+        role = self.experiment.role(version)
+        # a token holder's answers are not counted against a client's share of the drift window
+        address, client_id = (None, None) if caller.trusted else (caller.address, caller.client_id)
+        results, logged = [], []
         for result, digit in answers:
-            if digit is not None:
-                self.monitors[version].observe(digit, result["prediction"], result["confidence"], clients)
-            request_id = self.experiment.record(version, result["prediction"], result["confidence"])
+            request_id = uuid.uuid4().hex
+            found = digit is not None and result["prediction"] is not None
+            logged.append(
+                Answer(
+                    request_id,
+                    version,
+                    role,
+                    result["prediction"],
+                    result["confidence"],
+                    digit,
+                    statistics.digit_statistics(digit) if found else None,
+                    address,
+                    client_id,
+                )
+            )
             results.append({**result, "model_version": version, "request_id": request_id})
+        self.log.record(logged)  # StoreUnavailable: 503, and no answer is given that the log does not hold
+        self.metrics.observe_answers(version, [result["prediction"] for result, _ in answers], seconds)
         return results
 
 
-async def answers(models: ModelsDep, experiment: ExperimentDep, monitors: MonitorsDep, metrics: MetricsDep) -> Answers:
+async def answers(models: ModelsDep, experiment: ExperimentDep, log: LogDep, metrics: MetricsDep) -> Answers:
     # async, as the getters in state.py: building it is not worth a turn in the thread pool
-    return Answers(models, experiment, monitors, metrics)
+    return Answers(models, experiment, log, metrics)
 
 
 AnswersDep = Annotated[Answers, Depends(answers)]
@@ -134,7 +151,7 @@ def predict(
     except (preprocess.ImageError, Busy) as exc:
         headers = {"Retry-After": "5"} if isinstance(exc, Busy) else None
         raise HTTPException(status_of(exc), str(exc), headers=headers) from None
-    (result,) = answer(experiment.choose(x_client_id), [prepared], caller.drift_keys)
+    (result,) = answer(experiment.choose(x_client_id), [prepared], caller)
     return Prediction(**result)
 
 
@@ -164,7 +181,7 @@ def predict_batch(
             places.append(index)
         except (preprocess.ImageError, Busy) as exc:
             items[index] = BatchItem(filename=upload.filename or "upload", error=str(exc), status=status_of(exc))
-    for index, result in zip(places, answer(version, prepared, caller.drift_keys) if prepared else [], strict=True):
+    for index, result in zip(places, answer(version, prepared, caller) if prepared else [], strict=True):
         result.pop("model_version")
         items[index] = BatchItem(filename=files[index].filename or "upload", status=200, **result)
     return BatchPrediction(model_version=version, results=items)

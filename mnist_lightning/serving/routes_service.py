@@ -11,15 +11,17 @@ from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mnist_lightning.serving.access import CallerDep
-from mnist_lightning.serving.schemas import DriftReport, Health, ModelInfo, Monitoring
+from mnist_lightning.serving.drift import drift_report
+from mnist_lightning.serving.schemas import DriftReport, Health, ModelInfo, Monitoring, error_responses
 from mnist_lightning.serving.state import (
     ExperimentDep,
+    LogDep,
     MainModelDep,
     MetricsDep,
     ModelsDep,
-    MonitorsDep,
     SettingsDep,
 )
+from mnist_lightning.store.log import StoreUnavailable
 
 router = APIRouter(tags=["service"])
 PAGE = resources.files("mnist_lightning.serving") / "page"
@@ -27,13 +29,14 @@ INDEX = (PAGE / "index.html").read_text()
 
 
 def drift_reports(
-    models: ModelsDep, experiment: ExperimentDep, monitors: MonitorsDep, metrics: MetricsDep
+    models: ModelsDep, experiment: ExperimentDep, log: LogDep, settings: SettingsDep, metrics: MetricsDep
 ) -> list[DriftReport]:
-    """Each model's drift report, main model first. Computing them also sets the drift gauges: PSIs are computed
-    when asked for (/monitoring or a Prometheus scrape of /metrics), not on every request."""
+    """Each model's drift report, main model first, from its last answers in the prediction log. Computing them
+    also sets the drift gauges: PSIs are computed when asked for (/monitoring or a Prometheus scrape of /metrics),
+    not on every request."""
     reports = []
-    for version in models:
-        report = monitors[version].report()
+    for version, served in models.items():
+        report = drift_report(served.reference, log, version, settings.monitoring, settings.client_share)
         metrics.observe_drift(version, report["psi"])
         reports.append(DriftReport(model_version=version, role=experiment.role(version), **report))
     return reports
@@ -67,7 +70,7 @@ def model_info(model: MainModelDep, settings: SettingsDep, caller: CallerDep) ->
     )
 
 
-@router.get("/monitoring", response_model=Monitoring)
+@router.get("/monitoring", response_model=Monitoring, responses=error_responses(503))
 def monitoring(settings: SettingsDep, reports: Annotated[list[DriftReport], Depends(drift_reports)]) -> Monitoring:
     """Drift: the last requests' statistics against each model's reference, as Population Stability Indexes."""
     watch = settings.monitoring
@@ -80,9 +83,18 @@ def monitoring(settings: SettingsDep, reports: Annotated[list[DriftReport], Depe
     )
 
 
-@router.get("/metrics", response_class=Response, dependencies=[Depends(drift_reports)])
-def prometheus(metrics: MetricsDep) -> Response:
-    """Requests by route and status, latency histograms, answers and predictions per model version, drift."""
+@router.get("/metrics", response_class=Response)
+def prometheus(
+    models: ModelsDep, experiment: ExperimentDep, log: LogDep, settings: SettingsDep, metrics: MetricsDep
+) -> Response:
+    """Requests by route and status, latency histograms, answers and predictions per model version, drift, and
+    whether the prediction log can be reached (the counters are answered when it cannot: that is when they
+    matter)."""
+    try:
+        drift_reports(models, experiment, log, settings, metrics)
+        metrics.store_available.set(1)
+    except StoreUnavailable:
+        metrics.store_available.set(0)
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

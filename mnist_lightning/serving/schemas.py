@@ -78,11 +78,11 @@ DESCRIPTIONS = {
     401: "the route needs the service's token",
     403: "a browser's request from a page of another origin",
     404: "no such answer",
-    409: "already done",
+    409: "already done: the first one stands",
     413: "over a size limit",
     422: "the request does not have the fields the route takes",
     429: "too many requests from this client: see Retry-After",
-    503: "the server is at a limit for now: see Retry-After",
+    503: "the server is at a limit, or its prediction log cannot be reached, for now: see Retry-After",
 }
 
 
@@ -122,11 +122,30 @@ class VersionTally(BaseModel):
     accuracy: float | None = Field(description="the share of those it got right")
 
 
+class ABDecision(BaseModel):
+    verdict: Literal["candidate better", "candidate worse", "undecided"]
+    look: int | None = Field(description="the look (1, 2, ...) that decided; null while undecided")
+    labels: dict[str, int] = Field(description="labels the figures are computed on, per arm (main, candidate)")
+    accuracy: dict[str, float | None] = Field(description="each arm's accuracy on those labels")
+    difference: float | None = Field(description="candidate's accuracy minus main's")
+    interval: list[float] | None = Field(
+        description="Newcombe's interval of the difference, at the confidence below", min_length=2, max_length=2
+    )
+    confidence: float = Field(description="the interval's confidence: 1 - the alpha of the look it belongs to")
+    p_value: float | None = Field(description="two-sided, of the two-proportion z-test")
+    more_labels_per_arm: int | None = Field(
+        description="while undecided: about how many more labels each arm needs to decide a difference of the "
+        "size observed; null when decided, or when no difference is observed"
+    )
+    next_look: int | None = Field(description="while undecided: labels per arm at the next look")
+
+
 class ABReport(BaseModel):
     fraction: float = Field(description="the share of clients sent to the candidate")
     main: str
     candidate: str | None
     versions: dict[str, VersionTally]
+    decision: ABDecision | None = Field(description="the verdict on the candidate; null without one")
 
 
 class DriftReport(BaseModel):

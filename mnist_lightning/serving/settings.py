@@ -1,6 +1,6 @@
 """The service's settings as one pydantic model: every default and every allowed range of conf/serve.yaml's
-service keys (host, port, limits.*, auth.*, cors.*, ab.*, monitoring.*, graceful_shutdown_s, root_path,
-trusted_proxies) lives here. docs/security.md explains what the limits and the token protect.
+service keys (host, port, workers, limits.*, store.*, auth.*, cors.*, ab.*, monitoring.*, graceful_shutdown_s,
+root_path, trusted_proxies) lives here. docs/security.md explains what the limits and the token protect.
 
 `python -m mnist_lightning.serve` validates its config with it before loading a model; `create_app(model)` in a
 test or a notebook gets the same defaults. The model-selection keys (ckpt_path, model_ref, device, runtime,
@@ -102,6 +102,15 @@ class Cors(Group):
         return origins
 
 
+class Store(Group):
+    url: str | None = Field(
+        None,
+        description="the prediction log's database (SQLAlchemy URL): sqlite:///path/serving.db, or "
+        "postgresql+psycopg://user:password@host/db for several replicas; None: in memory, lost at exit",
+    )
+    keep_inputs: bool = Field(True, description="log the 28x28 input of every answer (what retrain learns from)")
+
+
 class AB(Group):
     candidate: str | None = Field(
         None, description="a second model, as model_ref takes it or a .ckpt file; None: no A/B test"
@@ -111,6 +120,9 @@ class AB(Group):
     salt: str | None = Field(
         None, description="the secret mixed into the client-id hash; None: one kept per experiment under outputs/"
     )
+    # the decision (serving/decision.py): a test at fixed looks, alpha spent over them
+    alpha: float = Field(0.05, gt=0, lt=1, description="the error rate of the verdict, over every look together")
+    first_look: int = Field(100, ge=10, description="labels per arm at the first look; each later look doubles it")
 
     @model_validator(mode="after")
     def a_candidate_gets_some_clients(self) -> AB:
@@ -152,7 +164,9 @@ class Monitoring(Group):
 class ServeSettings(Group):
     host: str = Field("127.0.0.1", description="127.0.0.1: this machine only; 0.0.0.0: every network interface")
     port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="server processes answering on the port")
     limits: Limits = Limits()
+    store: Store = Store()
     ab: AB = AB()
     monitoring: Monitoring = Monitoring()
     graceful_shutdown_s: int = Field(10, ge=0, description="seconds in-flight requests get after Ctrl-C or SIGTERM")

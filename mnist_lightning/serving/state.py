@@ -11,10 +11,10 @@ from fastapi import Depends, Request
 
 from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving.ab import Experiment
-from mnist_lightning.serving.drift import DriftMonitor
 from mnist_lightning.serving.limits import ClientLimits, DecodeBudget
 from mnist_lightning.serving.metrics import ServiceMetrics
 from mnist_lightning.serving.settings import ServeSettings
+from mnist_lightning.store.log import PredictionLog
 
 
 async def settings(request: Request) -> ServeSettings:
@@ -34,9 +34,9 @@ async def experiment(request: Request) -> Experiment:
     return request.app.state.experiment
 
 
-async def monitors(request: Request) -> dict[str, DriftMonitor]:
-    """A drift monitor per model version."""
-    return request.app.state.monitors
+async def prediction_log(request: Request) -> PredictionLog:
+    """The prediction log (store/): answers, labels, and what /ab and /monitoring compute from them."""
+    return request.app.state.log
 
 
 async def metrics(request: Request) -> ServiceMetrics:
@@ -55,7 +55,7 @@ SettingsDep = Annotated[ServeSettings, Depends(settings)]
 ModelsDep = Annotated[dict[str, LoadedModel], Depends(models)]
 MainModelDep = Annotated[LoadedModel, Depends(main_model)]
 ExperimentDep = Annotated[Experiment, Depends(experiment)]
-MonitorsDep = Annotated[dict[str, DriftMonitor], Depends(monitors)]
+LogDep = Annotated[PredictionLog, Depends(prediction_log)]
 MetricsDep = Annotated[ServiceMetrics, Depends(metrics)]
 DecodeBudgetDep = Annotated[DecodeBudget, Depends(decode_budget)]
 ClientLimitsDep = Annotated[ClientLimits, Depends(client_limits)]

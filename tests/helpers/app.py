@@ -64,3 +64,13 @@ def scribbles(count: int, seed: int = 0) -> list[Image.Image]:
 
 def png_bytes(image: Image.Image) -> bytes:
     return renderings.encode(image, "PNG")
+
+
+def serve_config(*overrides: str):
+    """conf/serve.yaml as the serve verb reads it, outputs under ./outputs, with `key=value` overrides."""
+    from omegaconf import OmegaConf
+
+    from helpers.paths import CONF_DIR
+
+    paths = OmegaConf.create({"paths": {"outputs_root": "outputs"}})
+    return OmegaConf.merge(paths, OmegaConf.load(CONF_DIR / "serve.yaml"), OmegaConf.from_dotlist(list(overrides)))
