@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 import socket
 from pathlib import Path
@@ -37,6 +38,7 @@ def serve(cfg: DictConfig) -> None:
     from mnist_lightning.serving.ab import kept_salt
     from mnist_lightning.serving.app import create_app
     from mnist_lightning.serving.server import return_freed_memory, uvicorn_options
+    from mnist_lightning.serving.worker import worker_spec
     from mnist_lightning.store.log import PredictionLog, shown
 
     settings = service_settings(cfg)
@@ -61,7 +63,6 @@ def serve(cfg: DictConfig) -> None:
         )
     # the prediction log is created, or checked, before the server starts
     prediction_log = PredictionLog(settings.store.url, settings.store.keep_inputs)
-    app = create_app(model, settings, candidate, prediction_log)
     shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host
     url = f"http://{shown_host}:{settings.port}{settings.root_path}/"
     log.info(
@@ -75,9 +76,43 @@ def serve(cfg: DictConfig) -> None:
             f"({candidate.checkpoint}); GET {url}ab compares them",
             flush=True,
         )
+    if settings.workers > 1:
+        prediction_log.close()
+        spec = worker_spec(
+            settings, model.checkpoint, candidate and candidate.checkpoint, cfg.runtime, device, cfg.export_dir
+        )
+        serve_workers(settings, spec, Path(cfg.paths.output_dir))
+        return
+    app = create_app(model, settings, candidate, prediction_log)
     return_freed_memory()
     # uvicorn's own handlers stay off (log_config=None): its lines go through Hydra's, to stderr and serve.log
     uvicorn.run(app, log_config=None, **uvicorn_options(settings))
+
+
+def serve_workers(settings: ServeSettings, spec: str, run_dir: Path) -> None:
+    """settings.workers processes on one port (uvicorn's own supervisor, which restarts a worker that dies), each
+    building the app from `spec` (serving/worker.py). Their Prometheus counters go to files in the run folder's
+    prometheus/, which /metrics adds up (prometheus-client's multiprocess mode)."""
+    import shutil
+
+    import uvicorn
+
+    from mnist_lightning.serving.server import uvicorn_options
+    from mnist_lightning.serving.worker import SPEC
+
+    metrics_dir = run_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # counters of another run would be added up too
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ[SPEC] = spec
+    print(f"Workers: {settings.workers} processes; their metrics in {metrics_dir}", flush=True)
+    uvicorn.run(
+        "mnist_lightning.serving.worker:app_from_environment",
+        factory=True,
+        workers=settings.workers,
+        log_config=None,
+        **uvicorn_options(settings, workers=True),
+    )
 
 
 # what a rule's breach says after `key=value: `; other breaches keep pydantic's own words

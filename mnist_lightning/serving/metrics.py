@@ -1,10 +1,16 @@
-"""What the service counts, in Prometheus' text format at /metrics (prometheus-client, one registry per app)."""
+"""What the service counts, in Prometheus' text format at /metrics (prometheus-client, one registry per app).
+
+With several worker processes (serve workers=N), PROMETHEUS_MULTIPROC_DIR is set: each process writes its values
+to files there, and /metrics adds up every process's (prometheus-client's multiprocess mode; gauges keep the most
+recent value written by any of them)."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # latency buckets from 1 ms to 10 s: one image takes a few ms, a batch of 64 large images much longer
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -47,18 +53,21 @@ class ServiceMetrics:
             "A model being served (value 1), by version, network and role",
             ["model_version", "network", "role"],
             registry=self.registry,
+            multiprocess_mode="max",
         )
         self.drift = Gauge(
             "mnist_drift_psi",
             "Population Stability Index of the last requests against the model's reference, by statistic",
             ["model_version", "statistic"],
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
 
         self.store_available = Gauge(
             "mnist_store_available",
             "Whether the prediction log could be reached at the last scrape (1) or not (0)",
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
 
     def serving(self, model_version: str, network: str, role: str) -> None:
@@ -76,6 +85,10 @@ class ServiceMetrics:
             self.drift.labels(model_version=model_version, statistic=statistic).set(value)
 
     def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # every worker's values, added up
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)
 
 

@@ -104,8 +104,10 @@ def protocol(request_timeout_s: float) -> type[H11Protocol]:
     return type("RequestDeadline", (RequestDeadline,), {"request_timeout_s": request_timeout_s})
 
 
-def uvicorn_options(settings) -> dict:
-    """uvicorn.run's keyword arguments for these ServeSettings."""
+def uvicorn_options(settings, workers: bool = False) -> dict:
+    """uvicorn.run's keyword arguments for these ServeSettings. With `workers`, each worker process gets
+    RequestDeadline itself (a class made here could not be sent to a new process); serving/worker.py sets its
+    deadline there."""
     return {
         "host": settings.host,
         "port": settings.port,
@@ -113,7 +115,7 @@ def uvicorn_options(settings) -> dict:
         "timeout_graceful_shutdown": settings.graceful_shutdown_s,
         "limit_concurrency": settings.limits.max_connections,
         "timeout_keep_alive": settings.limits.keep_alive_s,
-        "http": protocol(settings.limits.request_timeout_s),
+        "http": RequestDeadline if workers else protocol(settings.limits.request_timeout_s),
         # X-Forwarded-For names the client only when a trusted proxy set it; uvicorn trusts 127.0.0.1 by default,
         # which would let any local client choose the address the per-client limits count
         "proxy_headers": bool(settings.trusted_proxies),
