@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # what lint and format look at
 CODE := mnist_lightning conf tests benchmarks hydra_plugins tools notebooks
 
-.PHONY: help install lock data train evaluate predict serve export register examples sweep search summary tensorboard \
+.PHONY: help install lock data train evaluate predict serve export register promote examples sweep search summary tensorboard \
 	notebooks benchmark benchmark-quick test test-fast lint format clean
 
 help: ## list the targets
@@ -52,6 +52,9 @@ export: install ## model.onnx, model.pt2 and model.json for the best run, verifi
 	$(BIN)/python -m mnist_lightning.export $(ARGS)
 
 ALIAS ?= champion
+promote: install ## move the champion alias to the challenger when /ab's verdict is "candidate better" (ARGS=force=true)
+	$(BIN)/python -m mnist_lightning.promote $(ARGS)
+
 register: install ## file the best run in the MLflow registry as mnist-<network>, alias champion (ALIAS=challenger)
 	$(BIN)/python -m mnist_lightning.register alias=$(ALIAS) $(ARGS)
 

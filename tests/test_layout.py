@@ -13,7 +13,7 @@ import torch
 from helpers import ROOT
 
 PACKAGE = ROOT / "mnist_lightning"
-VERBS = {"train", "evaluate", "predict", "summarize", "serve", "export", "register"}
+VERBS = {"train", "evaluate", "predict", "summarize", "serve", "export", "register", "promote"}
 # what each subpackage may import from the package (besides itself): a layer only builds on those below it
 ALLOWED = {
     "serving": {"inference", "models", "data", "runs", "store", "errors"},

@@ -184,6 +184,27 @@ def find_version(reference: str, outputs_root: str | Path):
         ) from None
 
 
+def with_alias(alias: str, outputs_root: str | Path) -> str:
+    """The name of the one registered model that has `alias`; one line when none or several do."""
+    mlflow_client = client(outputs_root)
+    names = sorted(m.name for m in mlflow_client.search_registered_models() if alias in (m.aliases or {}))
+    if len(names) != 1:
+        which = f"{', '.join(names)} do" if names else "none does"
+        raise UserError(
+            f"name=null needs the one registered model with an alias {alias!r}, and {which}: give name=NAME "
+            f"(registered: {', '.join(sorted(m.name for m in mlflow_client.search_registered_models())) or 'none'})"
+        )
+    return names[0]
+
+
+def move_alias(name: str, alias: str, version: str | int, tags: dict[str, str], outputs_root: str | Path) -> None:
+    """Point `alias` of `name` at `version`, after setting `tags` on that version (what moved it, and why)."""
+    mlflow_client = client(outputs_root)
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, str(version), key, str(value)[:TAG_VALUE_LIMIT])
+    mlflow_client.set_registered_model_alias(name, alias, str(version))
+
+
 def resolve(reference: str, outputs_root: str | Path) -> Path:
     """A local copy of the checkpoint a registry reference names, kept in `<outputs_root>/registry/NAME/vN/`
     (with the version's export beside it) and downloaded again only when missing or different."""
