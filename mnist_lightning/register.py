@@ -8,21 +8,20 @@ filed twice: registering it again only moves the alias, which is how a challenge
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 from omegaconf import DictConfig
 
 from mnist_lightning.cli.task import verb
-from mnist_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
 def register(cfg: DictConfig) -> dict:
+    from mnist_lightning.artifacts import export as exporting
+    from mnist_lightning.cli.build import build_data
     from mnist_lightning.inference.model import LoadedModel
-    from mnist_lightning.runs import layout, registry
+    from mnist_lightning.runs import registry
     from mnist_lightning.runs.resolve import resolve_model
 
     # a bad name or alias is refused before anything is loaded or MLflow is asked
@@ -32,19 +31,8 @@ def register(cfg: DictConfig) -> dict:
     model = LoadedModel.load(resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root))
     checkpoint, run_dir, metrics = model.checkpoint, model.run_dir, model.metrics
     name = name or f"mnist-{model.net['arch']}"
-    export_dir = exported(cfg, model) if cfg.export else None
-    tags = {
-        "model_version": model.version,
-        "network": json.dumps(model.net),
-        "checkpoint": str(checkpoint),
-        "run_dir": str(run_dir) if run_dir else "",
-        "data_md5": json.dumps(metrics.get("data_md5") or {}),
-        "config": (run_dir / ".hydra" / "config.yaml").read_text() if run_dir and (run_dir / ".hydra").is_dir() else "",
-        "overrides": json.dumps(layout.read_overrides(run_dir)) if run_dir else "[]",
-    }
-    for key in ("val/acc_best", "test/acc", "test/loss", "epochs", "global_step"):
-        if metrics.get(key) is not None:
-            tags[f"metric.{key}"] = str(metrics[key])
+    export_dir = exporting.exported_for_registry(model, lambda: build_data(cfg.data, "fit")) if cfg.export else None
+    tags = registry.version_tags(model.version, model.net, checkpoint, run_dir, metrics)
     result = registry.register(
         checkpoint,
         name,
@@ -71,27 +59,6 @@ def register(cfg: DictConfig) -> dict:
         alias,
     )
     return result
-
-
-def exported(cfg: DictConfig, model) -> Path | None:
-    """The checkpoint's export folder, made now unless it holds this checkpoint's export with the drift reference;
-    None without the export extra."""
-    from mnist_lightning.artifacts import export as exporting
-    from mnist_lightning.cli.build import build_data
-    from mnist_lightning.runs import model_json
-
-    try:
-        exporting.require_export_extra()
-    except UserError as exc:
-        log.warning("Registering the weights only: %s", exc)
-        return None
-    folder = model_json.default_dir(model.checkpoint)
-    if model.export is not None and "reference" in model.export:  # LoadedModel keeps only this checkpoint's export
-        return folder
-    # none yet, one of another checkpoint, or one made before model.json held the drift reference: made again
-    log.info("Exporting %s into %s first", model.checkpoint, folder)
-    exporting.export_with(build_data(cfg.data, "fit"), model, folder)
-    return folder
 
 
 @verb("register")

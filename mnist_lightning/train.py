@@ -10,12 +10,11 @@ import logging
 import os
 import shlex
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mnist_lightning.cli.task import CONFIG_PATH, check_overrides
 from mnist_lightning.errors import UserError
@@ -24,60 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict:
-    import lightning.pytorch as pl
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    """The recipe (cli/recipe.py, which retrain shares): build, fit, test, record; metrics.json's record."""
+    from mnist_lightning.cli.recipe import fit_and_test
 
-    from mnist_lightning.cli.build import build, build_callbacks, build_each, build_trainer
-    from mnist_lightning.runs import layout, record
-    from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
-    from mnist_lightning.training.results import fit_outcome, log_results, test_best
-    from mnist_lightning.training.resume import plan_resume
-    from mnist_lightning.training.signals import GracefulStop, Interrupted
-
-    logging.getLogger("lightning").handlers.clear()  # Hydra's handlers already print and file its messages
-    started, run_dir = time.time(), Path(cfg.paths.output_dir)
-    net = OmegaConf.to_container(cfg.model.net, resolve=True)
-    resume = plan_resume(cfg.get("ckpt_path"), cfg.paths.outputs_root, run_dir, net, cfg.trainer)
-    pl.seed_everything(cfg.seed, workers=True)
-
-    datamodule = build(cfg.data, "data")
-    model = build(cfg.model, "model")
-    check_optimized_metric(cfg.get("optimized_metric"), model)
-    loggers = build_each(cfg.get("logger"), "logger")
-    callbacks = build_callbacks(cfg, loggers)
-    trainer = build_trainer(
-        cfg.trainer, datamodule=datamodule, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
-    )
-
-    if resume["from"]:
-        log.info("Resuming from %s, writing into %s", resume["from"], run_dir)
-    fit_started = time.time()
-    try:
-        # weights_only=True: checkpoints hold plain data only; torch's own default differs between versions
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume["from"], weights_only=True)
-    except SIGTERMException:
-        stop = next(c for c in callbacks if isinstance(c, GracefulStop))
-        if trainer.is_global_zero:
-            state = record.interrupted(trainer, stop.signal_name, stop.checkpoint, started, cfg.seed, resume)
-            layout.write_metrics(run_dir, state)
-        raise Interrupted(stop.signal_name or "SIGTERM", stop.checkpoint) from None
-    fit = fit_outcome(trainer, datamodule, time.time() - fit_started)
-    tested = {} if fit["pruned"] else test_best(trainer, model, datamodule, fit["best_checkpoint"])
-    if not trainer.is_global_zero:  # with several processes only rank 0 writes the run's results
-        return {}
-
-    metrics = record.finished(run_dir, trainer, fit, tested, started=started, seed=cfg.seed, resume=resume)
-    layout.write_metrics(run_dir, metrics)
-    log_results(trainer, OmegaConf.to_container(cfg, resolve=True), metrics)
-    log.info(record.summary(run_dir, metrics))
-    return metrics
-
-
-def check_optimized_metric(name: str | None, model) -> None:
-    """Refuse, before any training, an `optimized_metric` the model never logs (a typo would fail every trial)."""
-    known = getattr(model, "METRICS", None)
-    if name and known is not None and name not in known:
-        raise UserError(f"optimized_metric={name}: the model logs no such metric; choose one of {', '.join(known)}")
+    return fit_and_test(cfg)
 
 
 def objective(metrics: dict, name: str | None) -> float | None:

@@ -12,6 +12,7 @@ Writing needs the `export` extra (onnx, onnxscript, onnxruntime). What model.jso
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 from mnist_lightning.errors import UserError, require_extra
 from mnist_lightning.runs import atomic, lineage
 from mnist_lightning.runs.model_json import FORMAT, INPUT, META_FILE, ONNX_FILE, OUTPUT, PT2_FILE
+
+log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4  # the largest |logit difference| to PyTorch an export may show on the test set
 
@@ -74,6 +77,27 @@ def export_with(datamodule, model, out_dir: Path) -> dict:
         datamodule.train_set.images,
         datamodule.val_set.images,
     )
+
+
+def exported_for_registry(model, build_datamodule) -> Path | None:
+    """The export folder of `model` (a LoadedModel) to file with its registry version, made now unless it holds
+    this checkpoint's export with the drift reference (`build_datamodule()`: a datamodule set up for "fit"); None
+    without the export extra (the weights are registered alone, and said so)."""
+    from mnist_lightning.errors import UserError
+    from mnist_lightning.runs import model_json
+
+    try:
+        require_export_extra()
+    except UserError as exc:
+        log.warning("Registering the weights only: %s", exc)
+        return None
+    folder = model_json.default_dir(model.checkpoint)
+    if model.export is not None and "reference" in model.export:  # LoadedModel keeps only this checkpoint's export
+        return folder
+    # none yet, one of another checkpoint, or one made before model.json held the drift reference: made again
+    log.info("Exporting %s into %s first", model.checkpoint, folder)
+    export_with(build_datamodule(), model, folder)
+    return folder
 
 
 def _export_onnx(network, example, batch, path: Path) -> int:

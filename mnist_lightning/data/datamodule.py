@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mnist_lightning.data import feedback as feedback_data
 from mnist_lightning.data import files as mnist_files
 from mnist_lightning.data.transforms import RandomAffine, normalize
 from mnist_lightning.errors import DataError, UserError
@@ -90,7 +91,8 @@ class BatchIndexSampler:
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    """The MNIST split: 55,000 train / 5,000 val (fixed by `split_seed`) and the 10,000 test images."""
+    """The MNIST split: 55,000 train / 5,000 val (fixed by `split_seed`) and the 10,000 test images; with
+    `feedback` (a feedback dataset's folder, as retrain writes it), its training images join the training split."""
 
     # BatchIndexSampler gives each DDP rank its own shard: the trainer must not swap in a DistributedSampler
     shards_by_rank = True
@@ -110,6 +112,8 @@ class MNISTDataModule(pl.LightningDataModule):
         shuffle: bool = True,
         download: bool = True,
         files: dict[str, mnist_files.FileSpec] | None = None,
+        feedback: str | None = None,
+        feedback_share: float = 0.2,
     ):
         super().__init__()
         for name, value, low in (
@@ -131,6 +135,9 @@ class MNISTDataModule(pl.LightningDataModule):
         self.shuffle = shuffle
         self.download = download
         self.files = files or mnist_files.MNIST_FILES
+        if not 0 < feedback_share < 1:
+            raise ValueError(f"feedback_share={feedback_share!r}: must be between 0 and 1 (both excluded)")
+        self.feedback, self.feedback_share = feedback, feedback_share
         self.file_md5: dict[str, str] = {}
         self.train_set = self.val_set = self.test_set = None
 
@@ -158,8 +165,22 @@ class MNISTDataModule(pl.LightningDataModule):
             train_idx, val_idx = order[: len(images) - self.val_size], order[len(images) - self.val_size :]
             self.train_set = InMemoryMNIST(images[train_idx], labels[train_idx])
             self.val_set = InMemoryMNIST(images[val_idx], labels[val_idx])
+            if self.feedback:
+                self.train_set = self._with_feedback(self.train_set)
         if self.test_set is None:
             self.test_set = InMemoryMNIST(*mnist_files.load_split(self.data_dir, train=False, files=self.files))
+
+    def _with_feedback(self, mnist: InMemoryMNIST) -> InMemoryMNIST:
+        """MNIST's training split with a feedback dataset's training images (data/feedback.py), repeated so that
+        they make about `feedback_share` of every epoch: a few hundred labels would be lost among 55,000 images."""
+        images, labels, md5 = feedback_data.load_dataset(self.feedback, "train")
+        self.file_md5.update(md5)
+        if not len(labels):
+            return mnist
+        repeats = max(1, round(self.feedback_share * len(mnist) / ((1 - self.feedback_share) * len(labels))))
+        return InMemoryMNIST(
+            torch.cat([mnist.images, images.repeat(repeats, 1, 1)]), torch.cat([mnist.labels, labels.repeat(repeats)])
+        )
 
     def _loader(self, dataset: InMemoryMNIST, batch_size: int, shuffle: bool, train: bool = False) -> DataLoader:
         trainer = self.trainer

@@ -7,6 +7,7 @@ of NumPy: torchvision's MNIST dataset would also read them, but as one PIL image
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,12 @@ def read_idx(path: Path, ndim: int) -> torch.Tensor:
         raise DataError(f"{path} has {len(data):,} bytes but its header {shape} needs {expected:,}.")
     array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
     return torch.from_numpy(array.copy())
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An array of unsigned bytes as an IDX file (MNIST's format): the inverse of read_idx."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
 def load_split(data_dir: str | Path, train: bool, files: dict[str, FileSpec] = MNIST_FILES):

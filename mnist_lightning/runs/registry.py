@@ -8,6 +8,7 @@ command then loads like any other. MLFLOW_TRACKING_URI points everything at anot
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from mnist_lightning.errors import UserError, require_extra
-from mnist_lightning.runs import lineage
+from mnist_lightning.runs import layout, lineage
 
 PREFIX = "registry:"
 # a version's files in its run's artifacts, model/<version id>/: checkpoint.ckpt, export/, config.yaml (a run can
@@ -184,10 +185,15 @@ def find_version(reference: str, outputs_root: str | Path):
         ) from None
 
 
+def names_with_alias(alias: str, outputs_root: str | Path) -> list[str]:
+    """The registered models that have `alias`, by name."""
+    return sorted(m.name for m in client(outputs_root).search_registered_models() if alias in (m.aliases or {}))
+
+
 def with_alias(alias: str, outputs_root: str | Path) -> str:
     """The name of the one registered model that has `alias`; one line when none or several do."""
     mlflow_client = client(outputs_root)
-    names = sorted(m.name for m in mlflow_client.search_registered_models() if alias in (m.aliases or {}))
+    names = names_with_alias(alias, outputs_root)
     if len(names) != 1:
         which = f"{', '.join(names)} do" if names else "none does"
         raise UserError(
@@ -195,6 +201,25 @@ def with_alias(alias: str, outputs_root: str | Path) -> str:
             f"(registered: {', '.join(sorted(m.name for m in mlflow_client.search_registered_models())) or 'none'})"
         )
     return names[0]
+
+
+def version_tags(model_version: str, net: dict, checkpoint: Path, run_dir: Path | None, metrics: dict) -> dict:
+    """The tags a registered version carries: its id, network, checkpoint, run, data md5s, config, overrides and
+    test figures (what `register` and `retrain` file)."""
+    config = run_dir / ".hydra" / "config.yaml" if run_dir else None
+    tags = {
+        "model_version": model_version,
+        "network": json.dumps(net),
+        "checkpoint": str(checkpoint),
+        "run_dir": str(run_dir) if run_dir else "",
+        "data_md5": json.dumps(metrics.get("data_md5") or {}),
+        "config": config.read_text() if config and config.is_file() else "",
+        "overrides": json.dumps(layout.read_overrides(run_dir)) if run_dir else "[]",
+    }
+    for key in ("val/acc_best", "test/acc", "test/loss", "epochs", "global_step"):
+        if metrics.get(key) is not None:
+            tags[f"metric.{key}"] = str(metrics[key])
+    return tags
 
 
 def move_alias(name: str, alias: str, version: str | int, tags: dict[str, str], outputs_root: str | Path) -> None:
