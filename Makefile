@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # what lint and format look at
 CODE := mnist_lightning conf tests benchmarks hydra_plugins tools notebooks
 
-.PHONY: help install lock data train evaluate predict serve export register promote examples sweep search summary tensorboard \
+.PHONY: help install lock data train evaluate predict serve export register retrain promote examples sweep search summary tensorboard \
 	notebooks benchmark benchmark-quick test test-fast lint format clean
 
 help: ## list the targets
@@ -52,6 +52,9 @@ export: install ## model.onnx, model.pt2 and model.json for the best run, verifi
 	$(BIN)/python -m mnist_lightning.export $(ARGS)
 
 ALIAS ?= champion
+retrain: install ## fine-tune the champion on the labelled answers of the prediction log; registers the challenger
+	$(BIN)/python -m mnist_lightning.retrain $(ARGS)
+
 promote: install ## move the champion alias to the challenger when /ab's verdict is "candidate better" (ARGS=force=true)
 	$(BIN)/python -m mnist_lightning.promote $(ARGS)
 
