@@ -93,7 +93,7 @@ def summary(decision: dict) -> str:
     return (
         f"{where}, accuracy {accuracy['candidate']:.4f} vs {accuracy['main']:.4f} on {labels['candidate']} and "
         f"{labels['main']} labels, difference {decision['difference']:+.4f} "
-        f"({decision['confidence']:.2%} interval {low:+.4f} to {high:+.4f}), p={decision['p_value']:.3g}"
+        f"({decision['confidence']:.2%} interval {low:+.4f} to {high:+.4f}), p={decision['p_value']:.2g}"
     )
 
 

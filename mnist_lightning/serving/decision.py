@@ -58,7 +58,7 @@ def p_value(correct_a: int, n_a: int, correct_b: int, n_b: int) -> float:
     if spread == 0:  # both all right (or all wrong): no difference to see
         return 1.0
     z = (correct_a / n_a - correct_b / n_b) / spread
-    return 2 * (1 - NORMAL.cdf(abs(z)))
+    return math.erfc(abs(z) / math.sqrt(2))  # 2 x the upper tail; NormalDist.cdf would round it to 0 far out
 
 
 def labels_needed(p_a: float, p_b: float, alpha: float, power: float = POWER) -> float:
@@ -129,7 +129,7 @@ def figures(verdict, right_m, n_m, right_c, n_c, look_alpha, p, look) -> dict:
         "difference": difference,
         "interval": interval,
         "confidence": round(1 - look_alpha, 6),
-        "p_value": None if p is None else round(p, 6),
+        "p_value": None if p is None else float(f"{p:.3g}"),  # three significant digits: 1.2e-20, not 0.0
         "more_labels_per_arm": None,
         "next_look": None,
     }
