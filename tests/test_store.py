@@ -157,3 +157,31 @@ def test_the_message_of_an_unreachable_server_names_it(postgres_url):
     port = int(re.search(r":(\d+)/", postgres_url).group(1))
     with pytest.raises(UserError, match=rf"store.url=postgresql\+psycopg://mnist@127.0.0.1:{port + 1}/postgres"):
         PredictionLog(postgres_url.replace(f":{port}/", f":{port + 1}/"))
+
+
+def test_an_older_schema_is_upgraded_by_its_step_when_opened(url, monkeypatch):
+    """The upgrade path, with a step of the kind a future schema change adds (here: a column, by alembic's
+    Operations, which write the right DDL for SQLite and PostgreSQL alike)."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+    from sqlalchemy import Column, String, inspect
+
+    from mnist_lightning.store import log as store_log
+
+    old = PredictionLog(url)
+    kept = answer("v1", 5)
+    old.record([kept])
+    old.close()
+
+    def add_a_column(connection) -> None:
+        Operations(MigrationContext.configure(connection)).add_column("answers", Column("note", String(20)))
+
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(store_log.UPGRADES, 1, add_a_column)
+    upgraded = PredictionLog(url)
+    assert "note" in {column["name"] for column in inspect(upgraded.engine).get_columns("answers")}
+    with upgraded.engine.connect() as connection:
+        version = connection.execute(text("SELECT value FROM store_info WHERE key = 'schema_version'")).scalar_one()
+    assert version == "2" and upgraded.tallies(["v1"])["v1"]["requests"] == 1  # the rows are still there
+    upgraded.close()
+    PredictionLog(url).close()  # opened again: nothing left to upgrade
