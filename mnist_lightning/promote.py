@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from omegaconf import DictConfig
 
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 def promote(cfg: DictConfig) -> dict:
     from mnist_lightning.runs import registry
+    from mnist_lightning.serving.ab import experiment_name
     from mnist_lightning.serving.decision import decide
     from mnist_lightning.store.log import PredictionLog
 
@@ -36,13 +37,15 @@ def promote(cfg: DictConfig) -> dict:
     versions = {
         role: (found.tags or {}).get("model_version") for role, found in (("main", champion), ("candidate", challenger))
     }
-    prediction_log = PredictionLog(cfg.store.url)
+    alpha, first_look = checked_test(cfg.ab)
+    prediction_log = PredictionLog(cfg.store.url, create=False)
+    experiment = experiment_name(versions["main"], versions["candidate"])  # the A/B test serve ran between them
     try:
         decision = decide(
-            prediction_log.outcomes(versions["main"]),
-            prediction_log.outcomes(versions["candidate"]),
-            float(cfg.ab.alpha),
-            int(cfg.ab.first_look),
+            prediction_log.outcomes(versions["main"], experiment),
+            prediction_log.outcomes(versions["candidate"], experiment),
+            alpha,
+            first_look,
         )
     finally:
         prediction_log.close()
@@ -55,7 +58,7 @@ def promote(cfg: DictConfig) -> dict:
             f"is {decision['verdict']}: {figures}; {advice}force=true promotes it anyway"
         )
     record = {
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "replaced_version": champion.version,
         "replaced_model_version": versions["main"],
         "model_version": versions["candidate"],
@@ -81,6 +84,17 @@ def promote(cfg: DictConfig) -> dict:
         alias,
     )
     return record
+
+
+def checked_test(ab: DictConfig) -> tuple[float, int]:
+    """ab.alpha and ab.first_look, checked by the rules serve checks them by (serving/settings.py)."""
+    try:
+        alpha, first_look = float(ab.alpha), int(ab.first_look)
+    except (TypeError, ValueError):
+        raise UserError(f"ab.alpha={ab.alpha}, ab.first_look={ab.first_look}: need numbers") from None
+    if not 0 < alpha < 1 or first_look < 10:
+        raise UserError(f"ab.alpha={alpha}, ab.first_look={first_look}: need 0 < alpha < 1 and first_look >= 10")
+    return alpha, first_look
 
 
 def summary(decision: dict) -> str:

@@ -35,17 +35,19 @@ def retrain(cfg: DictConfig) -> dict:
     reference, name = parent_reference(cfg, registry)
     parent = LoadedModel.load(resolve_model(None, reference, root))
 
-    prediction_log = PredictionLog(cfg.store.url)
+    prediction_log = PredictionLog(cfg.store.url, create=False)
     try:
-        rows, counts = prediction_log.labelled(), prediction_log.counts()
+        rows, counts = prediction_log.labelled(bool(cfg.retrain.trusted_labels_only)), prediction_log.counts()
     finally:
         prediction_log.close()
     needed = int(cfg.retrain.min_feedback)
+    trusted = " from token holders" if cfg.retrain.trusted_labels_only else ""
     if len(rows) < needed:
         raise UserError(
             f"retrain needs retrain.min_feedback={needed} labelled answers with their images, and "
-            f"{shown(cfg.store.url)} holds {len(rows)} ({counts['answers']} answers, {counts['feedback']} labelled): "
-            f"collect more through POST /feedback, or lower retrain.min_feedback"
+            f"{shown(cfg.store.url)} holds {len(rows)}{trusted} "
+            f"({counts['answers']} answers, {counts['feedback']} labelled): collect more through POST /feedback, "
+            f"or lower retrain.min_feedback"
         )
     dataset = feedback.write_dataset(rows, Path(root) / "datasets", float(cfg.retrain.holdout), shown(cfg.store.url))
     manifest = feedback.read_manifest(dataset)

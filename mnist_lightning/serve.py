@@ -79,7 +79,13 @@ def serve(cfg: DictConfig) -> None:
     if settings.workers > 1:
         prediction_log.close()
         spec = worker_spec(
-            settings, model.checkpoint, candidate and candidate.checkpoint, cfg.runtime, device, cfg.export_dir
+            settings,
+            model.checkpoint,
+            candidate and candidate.checkpoint,
+            cfg.runtime,
+            device,
+            cfg.export_dir,
+            Path(cfg.paths.output_dir) / "serve.log",
         )
         serve_workers(settings, spec, Path(cfg.paths.output_dir))
         return

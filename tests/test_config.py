@@ -287,3 +287,16 @@ def test_a_value_hydras_grammar_refuses_gets_one_line_with_a_form_it_reads():
     with pytest.raises(UserError) as secret:
         check_known("serve", ["auth.token=s3cret'value"])
     assert str(secret.value).startswith("auth.token=<hidden>: Hydra cannot read") and "s3cret" not in str(secret.value)
+
+
+def test_secrets_in_a_config_are_hidden_from_the_loggers():
+    from mnist_lightning.cli.recipe import without_secrets
+
+    params = {"store": {"url": "postgresql+psycopg://mnist:s3cret@db/log"}, "auth": {"token": None}, "lr": 0.1}
+    params["runs"] = [{"salt": "abc"}]
+    assert without_secrets(params) == {
+        "store": {"url": "<hidden>"},
+        "auth": {"token": None},
+        "lr": 0.1,
+        "runs": [{"salt": "<hidden>"}],
+    }

@@ -16,6 +16,7 @@ from mnist_lightning.errors import UserError
 from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.promote import promote
 from mnist_lightning.runs import registry
+from mnist_lightning.serving.ab import experiment_name
 from mnist_lightning.store.log import Answer, PredictionLog
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses, on a real MLflow store
@@ -38,8 +39,11 @@ def project(tmp_path) -> tuple[Path, dict[str, str]]:
 def label(project_dir: Path, versions: dict[str, str], right: dict[str, int], total: int) -> None:
     """`total` labelled answers per model in the project's prediction log, `right[alias]` of them right."""
     log = PredictionLog(f"sqlite:///{project_dir}/outputs/serving.db")
+    experiment = experiment_name(versions["champion"], versions["challenger"])  # as serve files them
     for alias, version in versions.items():
-        logged = [Answer(uuid.uuid4().hex, version, "main", 1, 0.9, None, None) for _ in range(total)]
+        logged = [
+            Answer(uuid.uuid4().hex, version, "main", 1, 0.9, None, None, experiment=experiment) for _ in range(total)
+        ]
         log.record(logged)
         for n, answer in enumerate(logged):
             log.add_feedback(answer.request_id, 1 if n < right[alias] else 2)

@@ -390,6 +390,7 @@ def test_the_config_holds_every_setting_with_the_models_defaults():
         (["graceful_shutdown_s=-1"], "graceful_shutdown_s=-1: must be at least 0"),
         (["monitoring.warn=0"], "monitoring.warn=0.0, monitoring.alert=0.25: need 0 < warn <= alert"),
         (["monitoring.warn=true"], "monitoring.warn=True: must be a number"),
+        (["workers=2", "store.url=null"], "workers=2 needs a prediction log they share"),
     ],
 )
 def test_settings_are_refused_in_one_line_naming_the_keys(overrides, message):

@@ -109,7 +109,11 @@ def test_two_replicas_on_one_postgresql_log_give_the_same_figures(checkpoint, mn
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = start_server(tmp_path / "a", mnist_dir, f"ckpt_path={checkpoint}", store, *UNLIMITED)
-    second = start_server(tmp_path / "b", mnist_dir, f"ckpt_path={checkpoint}", store, *UNLIMITED)
+    try:
+        second = start_server(tmp_path / "b", mnist_dir, f"ckpt_path={checkpoint}", store, *UNLIMITED)
+    except BaseException:
+        stop_server(first)
+        raise
     try:
         images = [png_bytes(drawn) for drawn in scribbles(30, seed=4)]
         with httpx.Client(timeout=30) as http:

@@ -103,7 +103,7 @@ def test_a_newer_schema_is_refused_in_one_line(url):
             update(schema.store_info).where(schema.store_info.c.key == "schema_version").values(value="99")
         )
     engine.dispose()
-    with pytest.raises(UserError, match=r"schema version 99, newer than this mnist_lightning reads \(1\)"):
+    with pytest.raises(UserError, match=r"schema version 99, newer than this mnist_lightning reads \(2\)"):
         PredictionLog(url)
 
 
@@ -159,29 +159,72 @@ def test_the_message_of_an_unreachable_server_names_it(postgres_url):
         PredictionLog(postgres_url.replace(f":{port}/", f":{port + 1}/"))
 
 
-def test_an_older_schema_is_upgraded_by_its_step_when_opened(url, monkeypatch):
-    """The upgrade path, with a step of the kind a future schema change adds (here: a column, by alembic's
-    Operations, which write the right DDL for SQLite and PostgreSQL alike)."""
+TABLES = ("answers", "feedback")
+
+
+def test_a_version_1_log_is_upgraded_when_opened_and_keeps_its_rows(url):
+    """A log written before version 2 (made here by taking version 2's additions away again) is brought up to
+    date by log.UPGRADES when it is opened: its rows stay, and they belong to no A/B experiment."""
     from alembic.migration import MigrationContext
     from alembic.operations import Operations
-    from sqlalchemy import Column, String, inspect
-
-    from mnist_lightning.store import log as store_log
+    from sqlalchemy import inspect
 
     old = PredictionLog(url)
     kept = answer("v1", 5)
     old.record([kept])
+    old.add_feedback(kept.request_id, 5)
+    with old.engine.begin() as connection:
+        Operations(MigrationContext.configure(connection)).drop_index("answers_by_experiment", table_name="answers")
+        for table, column in (("answers", "experiment"), ("feedback", "trusted"), ("feedback", "labelled_by")):
+            connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))  # SQLite 3.35+ and PostgreSQL
+        connection.execute(
+            update(schema.store_info).where(schema.store_info.c.key == "schema_version").values(value="1")
+        )
     old.close()
 
-    def add_a_column(connection) -> None:
-        Operations(MigrationContext.configure(connection)).add_column("answers", Column("note", String(20)))
-
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_log.UPGRADES, 1, add_a_column)
     upgraded = PredictionLog(url)
-    assert "note" in {column["name"] for column in inspect(upgraded.engine).get_columns("answers")}
+    columns = {
+        table: {c["name"] for c in inspect(upgraded.engine).get_columns(table)} for table in ("answers", "feedback")
+    }
+    assert "experiment" in columns["answers"] and {"trusted", "labelled_by"} <= columns["feedback"]
     with upgraded.engine.connect() as connection:
         version = connection.execute(text("SELECT value FROM store_info WHERE key = 'schema_version'")).scalar_one()
-    assert version == "2" and upgraded.tallies(["v1"])["v1"]["requests"] == 1  # the rows are still there
+    assert version == str(schema.SCHEMA_VERSION) == "2"
+    assert upgraded.tallies(["v1"])["v1"] == {
+        "requests": 1,
+        "predictions": 1,
+        "confidence_sum": 0.9,
+        "feedback": 1,
+        "correct": 1,
+    }
+    assert upgraded.outcomes("v1").tolist() == [1] and upgraded.outcomes("v1", "v1/v2").tolist() == []
+    assert upgraded.labelled()[0]["trusted"] is False
     upgraded.close()
-    PredictionLog(url).close()  # opened again: nothing left to upgrade
+
+
+def test_the_decision_reads_one_experiment_and_retrain_can_keep_to_trusted_labels(url):
+    log = PredictionLog(url)
+    before = answer("v1", 1)  # answered before the A/B test began
+    during = [Answer(uuid.uuid4().hex, v, "main", 1, 0.9, digit(9), None, experiment="v1/v2") for v in ("v1", "v2")]
+    log.record([before, *during])
+    log.add_feedback(before.request_id, 1, trusted=True)
+    log.add_feedback(during[0].request_id, 2, sender="198.51.100.4")
+    log.add_feedback(during[1].request_id, 1, sender="198.51.100.4")
+    assert log.outcomes("v1").tolist() == [1, 0] and log.outcomes("v1", "v1/v2").tolist() == [0]
+    assert log.outcomes("v2", "v1/v2").tolist() == [1]
+    assert [row["request_id"] for row in log.labelled(trusted_only=True)] == [before.request_id]
+    assert len(log.labelled()) == 3
+    with log.engine.connect() as connection:
+        senders = connection.execute(text("SELECT labelled_by FROM feedback ORDER BY seq")).scalars().all()
+    assert senders == [None, log.hashed("198.51.100.4"), log.hashed("198.51.100.4")]
+    with pytest.raises(UnknownAnswer):  # not an id the service gives: no query, and no 500 from a long value
+        log.add_feedback("x" * 64, 1)
+
+
+def test_readers_do_not_make_a_log_where_there_is_none(tmp_path):
+    with pytest.raises(UserError, match="no prediction log there; serve writes one"):
+        PredictionLog(f"sqlite:///{tmp_path}/typo/serving.db", create=False)
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "notes.db").write_text("not a database")
+    with pytest.raises(UserError, match="not a prediction log"):
+        PredictionLog(f"sqlite:///{tmp_path}/notes.db")

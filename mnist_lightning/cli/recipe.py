@@ -66,7 +66,7 @@ def fit_and_test(cfg: DictConfig, weights_from: Path | None = None, extra: dict 
     metrics = record.finished(run_dir, trainer, fit, tested, started=started, seed=cfg.seed, resume=resume)
     metrics.update(extra or {})
     layout.write_metrics(run_dir, metrics)
-    log_results(trainer, OmegaConf.to_container(cfg, resolve=True), metrics)
+    log_results(trainer, without_secrets(OmegaConf.to_container(cfg, resolve=True)), metrics)
     log.info(record.summary(run_dir, metrics))
     return metrics
 
@@ -76,3 +76,18 @@ def check_optimized_metric(name: str | None, model) -> None:
     known = getattr(model, "METRICS", None)
     if name and known is not None and name not in known:
         raise UserError(f"optimized_metric={name}: the model logs no such metric; choose one of {', '.join(known)}")
+
+
+def without_secrets(params):
+    """The config as the loggers get it, with the values of secret keys (a store URL may hold a password; a token,
+    a salt) hidden: TensorBoard and MLflow keep what they are given."""
+    from mnist_lightning.cli.keys import SECRET_KEYS
+
+    if isinstance(params, dict):
+        return {
+            key: "<hidden>" if key in SECRET_KEYS and value is not None else without_secrets(value)
+            for key, value in params.items()
+        }
+    if isinstance(params, list):
+        return [without_secrets(item) for item in params]
+    return params

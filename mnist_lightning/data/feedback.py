@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,7 @@ def write_dataset(rows: list[dict], root: Path, holdout: float, source: str = ""
         "counts": counts,
         "holdout": holdout,
         "source": source,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".writing-") as scratch:  # never a half-written dataset

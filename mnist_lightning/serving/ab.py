@@ -49,6 +49,12 @@ class Experiment:
         self._lock = threading.Lock()
 
     @property
+    def name(self) -> str | None:
+        """What the log files this A/B test's answers under: "main/candidate" (the same across restarts, workers
+        and replicas); None without a candidate."""
+        return experiment_name(self.main, self.candidate) if self.candidate else None
+
+    @property
     def versions(self) -> list[str]:
         return [version for version in (self.main, self.candidate) if version]
 
@@ -64,8 +70,9 @@ class Experiment:
         return self.candidate if share < self.fraction else self.main
 
     def report(self, log: PredictionLog, alpha: float = 0.05, first_look: int = 100) -> dict:
-        """Per version: images answered, mean confidence, labels and accuracy; with a candidate, the decision
-        (serving/decision.py). Counted from the prediction log: every worker and replica gives the same."""
+        """Per version: images answered, mean confidence, labels and accuracy (over everything the log holds);
+        with a candidate, the decision (serving/decision.py) on this experiment's labels. Counted from the
+        prediction log: every worker and replica gives the same."""
         tallies = log.tallies(self.versions)
         versions = {}
         for version, t in tallies.items():
@@ -77,8 +84,9 @@ class Experiment:
                 "accuracy": round(t["correct"] / t["feedback"], 6) if t["feedback"] else None,
             }
         decision = None
-        if self.candidate:
-            decision = decide(log.outcomes(self.main), log.outcomes(self.candidate), alpha, first_look)
+        if self.candidate:  # on this experiment's answers only: both arms from the same time and traffic
+            outcomes = [log.outcomes(version, self.name) for version in (self.main, self.candidate)]
+            decision = decide(*outcomes, alpha, first_look)
         return {
             "fraction": self.fraction,
             "main": self.main,
@@ -86,6 +94,10 @@ class Experiment:
             "versions": versions,
             "decision": decision,
         }
+
+
+def experiment_name(main_version: str, candidate_version: str) -> str:
+    return f"{main_version}/{candidate_version}"
 
 
 def kept_salt(folder: Path, main_version: str, candidate_version: str) -> str:

@@ -6,6 +6,8 @@ through the dependencies of state.py; this module only assembles them.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -24,6 +26,7 @@ from mnist_lightning.serving.settings import ServeSettings
 from mnist_lightning.serving.validation import readable_validation_error
 from mnist_lightning.store.log import PredictionLog, StoreUnavailable
 
+log = logging.getLogger(__name__)
 ROUTERS = (routes_predict.router, routes_ab.feedback_router, routes_ab.router, routes_service.router)
 
 
@@ -87,10 +90,12 @@ def create_app(
     return app
 
 
-async def store_unavailable(_request, exc: StoreUnavailable) -> JSONResponse:
-    """503 when the prediction log cannot be reached: an answer is only given once it is logged."""
+async def store_unavailable(request, exc: StoreUnavailable) -> JSONResponse:
+    """503 when the prediction log cannot be reached: an answer is only given once it is logged. The reason
+    (the database's own words, which may name its host) goes to the server's log, not to the client."""
+    log.warning("%s %s: the prediction log cannot be reached: %s", request.method, request.url.path, exc)
     return JSONResponse(
-        {"detail": f"the prediction log cannot be reached ({exc}): nothing was recorded, try again shortly"},
+        {"detail": "the prediction log cannot be reached: nothing was recorded, try again shortly"},
         status_code=503,
         headers={"Retry-After": "5"},
     )

@@ -17,7 +17,7 @@ def drift_report(
     Statuses: ok (every PSI below `settings.warn`), warn, alert (any PSI at or above `settings.alert`), collecting
     (fewer than `settings.samples_needed` in the window), no reference (the model's export has none: export or
     register it again). One client fills at most `client_share` of the window, counted by its address and by its
-    X-Client-Id alike (PredictionLog.window), so no single client can push the status to alert, or back to ok.
+    X-Client-Id alike (PredictionLog.window, which says how far that holds), so one client cannot set the status.
     """
     seen = log.window(version, settings.window, client_share)
     report = {"samples": len(seen), "psi": {}, "status": "no reference" if not reference else "collecting"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from mnist_lightning.serving.access import feedback_allowed, same_origin, within_rate
+from mnist_lightning.serving.access import CallerDep, feedback_allowed, same_origin, within_rate
 from mnist_lightning.serving.schemas import ABReport, Feedback, FeedbackRecorded, error_responses
 from mnist_lightning.serving.state import ExperimentDep, LogDep, SettingsDep
 from mnist_lightning.store.log import AlreadyLabelled, UnknownAnswer
@@ -21,11 +21,11 @@ router = APIRouter(tags=["ab"], responses=error_responses(503))
 
 
 @feedback_router.post("/feedback", response_model=FeedbackRecorded)
-def feedback(body: Feedback, log: LogDep) -> FeedbackRecorded:
+def feedback(body: Feedback, log: LogDep, caller: CallerDep) -> FeedbackRecorded:
     """The true label of an earlier answer, named by its request_id: it counts toward that model's accuracy, and
     retrain learns from it. An answer takes one label: the first one stands. Committed when answered with 200."""
     try:
-        recorded = log.add_feedback(body.request_id, body.label)
+        recorded = log.add_feedback(body.request_id, body.label, caller.trusted, caller.address)
     except UnknownAnswer:
         raise HTTPException(
             404, f"request_id {body.request_id}: no answer has that id; send the request_id of one of this service's"

@@ -80,6 +80,7 @@ class Answers:
                     statistics.digit_statistics(digit) if found else None,
                     address,
                     client_id,
+                    self.experiment.name,
                 )
             )
             results.append({**result, "model_version": version, "request_id": request_id})

@@ -177,6 +177,16 @@ class ServeSettings(Group):
         [], description="addresses of reverse proxies whose X-Forwarded-For names the client; [] trusts none"
     )
 
+    @model_validator(mode="after")
+    def workers_share_a_log(self) -> ServeSettings:
+        url = self.store.url
+        if self.workers > 1 and (url is None or url.rstrip("/") in ("sqlite:", "sqlite:///:memory:")):
+            raise ValueError(
+                f"workers={self.workers} needs a prediction log they share: store.url=sqlite:///path/serving.db "
+                f"or postgresql+psycopg://... (in memory, each worker would keep its own)"
+            )
+        return self
+
     @property
     def loopback(self) -> bool:
         """Whether only this machine can reach the service (127.0.0.0/8, ::1, localhost)."""

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 SPEC = "MNIST_SERVE_WORKER"  # the environment variable holding what serve resolved, as JSON
 
 
-def worker_spec(settings, checkpoint, candidate, runtime: str, device: str, export_dir) -> str:
+def worker_spec(settings, checkpoint, candidate, runtime: str, device: str, export_dir, log_file=None) -> str:
     """What a worker needs to build the app, as the JSON that serve puts in the environment (readable only by the
     user running the service, as its token already is)."""
     return json.dumps(
@@ -31,6 +31,7 @@ def worker_spec(settings, checkpoint, candidate, runtime: str, device: str, expo
             "runtime": runtime,
             "device": device,
             "export_dir": None if export_dir is None else str(export_dir),
+            "log_file": None if log_file is None else str(log_file),
         }
     )
 
@@ -41,8 +42,12 @@ def app_from_environment() -> FastAPI:
     from mnist_lightning.serving.server import RequestDeadline, return_freed_memory
     from mnist_lightning.serving.settings import ServeSettings
 
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     spec = json.loads(os.environ[SPEC])
+    # as serve's own lines: to stderr and the run folder's serve.log (appended to by every worker)
+    handlers = [logging.StreamHandler()] + ([logging.FileHandler(spec["log_file"])] if spec.get("log_file") else [])
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s", handlers=handlers
+    )
     settings = ServeSettings.model_validate(spec["settings"])
     RequestDeadline.request_timeout_s = settings.limits.request_timeout_s  # this process serves this one app
     model = LoadedModel.load(spec["checkpoint"], spec["runtime"], spec["device"], spec["export_dir"])

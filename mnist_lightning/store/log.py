@@ -16,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,14 @@ from sqlalchemy import case, create_engine, event, func, insert, inspect, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DatabaseError,
     IntegrityError,
     InterfaceError,
     NoSuchModuleError,
     OperationalError,
     ProgrammingError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
 from mnist_lightning.errors import UserError
@@ -41,7 +44,8 @@ from mnist_lightning.store.schema import answers, feedback, store_info
 
 # How far back the drift window looks for the answers of clients under their cap: a client flooding the service
 # pushes the others' answers this many windows back at most, after which the window holds fewer answers.
-LOOKBACK_WINDOWS = 4
+LOOKBACK_WINDOWS = 20
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")  # what the service gives (uuid4().hex)
 POSTGRES_INSTALL = "pip install 'mnist-lightning[postgres]' (in a checkout: pip install -e '.[postgres]')"
 
 
@@ -71,6 +75,7 @@ class Answer:
     statistics: dict[str, float] | None
     address: str | None = None
     client_id: str | None = None
+    experiment: str | None = None  # "main/candidate" during an A/B test (serving/ab.Experiment.name)
 
 
 def shown(url: str | None) -> str:
@@ -94,7 +99,9 @@ def make_engine(url: str | None) -> Engine:
                 f"store.url={url!r} is not a database URL: give sqlite:///path/to/serving.db or "
                 f"postgresql+psycopg://user:password@host:5432/database"
             ) from None
-        options: dict = {"pool_pre_ping": True}
+        # FastAPI answers up to 40 requests at once in its thread pool: as many connections, a wait of at most
+        # 10 s for one (then 503)
+        options: dict = {"pool_pre_ping": True, "pool_size": 8, "max_overflow": 32, "pool_timeout": 10}
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             # a writer waits up to 30 s for another process's write to finish before giving up (503)
@@ -127,16 +134,22 @@ def sqlite_pragmas(connection, _record) -> None:
 class PredictionLog:
     """The store at `url` (see the module's docstring); `keep_inputs=False` logs answers without their images."""
 
-    def __init__(self, url: str | None = None, keep_inputs: bool = True) -> None:
+    def __init__(self, url: str | None = None, keep_inputs: bool = True, create: bool = True) -> None:
         self.url, self.keep_inputs = url, keep_inputs
+        if not create:
+            must_exist(url)
         self.engine = make_engine(url)
         # the in-memory database is one connection: its transactions must not interleave across threads
         self._serial = threading.Lock() if url is None else contextlib.nullcontext()
         try:
-            self._key = prepare(self.engine, url).encode()
+            self._key = prepare(self.engine, url, create).encode()
         except StoreUnavailable as exc:
             self.engine.dispose()
             raise UserError(f"store.url={shown(url)}: cannot open the prediction log ({exc})") from None
+        except DatabaseError as exc:  # a file that is not a database, a server that refuses the query
+            self.engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise UserError(f"store.url={shown(url)}: not a prediction log ({reason})") from None
 
     def __repr__(self) -> str:
         return f"PredictionLog({shown(self.url)})"
@@ -162,7 +175,7 @@ class PredictionLog:
         """Log answers in one transaction: when this returns, they are committed."""
         if not logged:
             return
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         rows = []
         for item in logged:
             stats = item.statistics or {}
@@ -173,6 +186,7 @@ class PredictionLog:
                     "created_at": now,
                     "model_version": item.model_version,
                     "role": item.role,
+                    "experiment": item.experiment,
                     "prediction": item.prediction,
                     "confidence": item.confidence,
                     "client_address": self.hashed(item.address),
@@ -184,14 +198,22 @@ class PredictionLog:
         with self._transaction() as connection:
             connection.execute(insert(answers), rows)
 
-    def add_feedback(self, request_id: str, label: int) -> dict:
-        """Log the true label of an answer; raises UnknownAnswer, or AlreadyLabelled when it has one already."""
+    def add_feedback(self, request_id: str, label: int, trusted: bool = False, sender: str | None = None) -> dict:
+        """Log the true label of an answer, sent by a token holder (`trusted`) or from the address `sender`;
+        raises UnknownAnswer, or AlreadyLabelled when it has one already."""
+        if not REQUEST_ID.fullmatch(request_id):  # no answer has such an id, and the column could not hold it
+            raise UnknownAnswer(request_id)
+        row = {
+            "request_id": request_id,
+            "label": label,
+            "created_at": datetime.now(timezone.utc),
+            "trusted": trusted,
+            "labelled_by": None if trusted else self.hashed(sender),
+        }
         try:
             with self._transaction() as connection:
                 # inserted first: the write lock is taken at once, and the constraints decide (one label per answer)
-                connection.execute(
-                    insert(feedback).values(request_id=request_id, label=label, created_at=datetime.now(UTC))
-                )
+                connection.execute(insert(feedback).values(**row))
                 version, prediction = connection.execute(
                     select(answers.c.model_version, answers.c.prediction).where(answers.c.request_id == request_id)
                 ).one()
@@ -229,16 +251,20 @@ class PredictionLog:
                 found[version].update(feedback=labelled, correct=int(correct or 0))
         return found
 
-    def outcomes(self, version: str) -> np.ndarray:
-        """Whether each labelled answer of `version` was right (1) or wrong (0), in the order the labels came."""
+    def outcomes(self, version: str, experiment: str | None = None) -> np.ndarray:
+        """Whether each labelled answer of `version` was right (1) or wrong (0), in the order the labels came;
+        with `experiment`, only its answers given in that A/B test."""
         right = case((answers.c.prediction == feedback.c.label, 1), else_=0)
+        query = (
+            select(right)
+            .select_from(feedback.join(answers, feedback.c.request_id == answers.c.request_id))
+            .where(answers.c.model_version == version)
+            .order_by(feedback.c.seq)
+        )
+        if experiment is not None:
+            query = query.where(answers.c.experiment == experiment)
         with self._transaction() as connection:
-            rows = connection.execute(
-                select(right)
-                .select_from(feedback.join(answers, feedback.c.request_id == answers.c.request_id))
-                .where(answers.c.model_version == version)
-                .order_by(feedback.c.seq)
-            ).scalars()
+            rows = connection.execute(query).scalars()
             return np.fromiter(rows, dtype=np.int8)
 
     def window(self, version: str, size: int, client_share: float = 1.0) -> list[dict[str, float]]:
@@ -247,7 +273,10 @@ class PredictionLog:
 
         One client (its hashed address, and its id alike) fills at most `client_share` of the window: its older
         answers beyond that are left out, and the window reaches further back for others' (at most
-        LOOKBACK_WINDOWS windows), so no single client can push the status to alert, or back to ok."""
+        LOOKBACK_WINDOWS windows), so one client cannot set the status. A client that sends more than
+        LOOKBACK_WINDOWS windows' worth can push the others out of reach: the window then holds fewer answers and
+        the status goes back to collecting (at the default window of 500 and 600 requests a minute, after 17
+        minutes of flooding from one address), which is a reason to alert on `collecting` after `ok`."""
         cap = max(1, int(client_share * size))
         lookback = size if cap >= size else size * LOOKBACK_WINDOWS
         columns = [answers.c.client_address, answers.c.client_id, answers.c.prediction, answers.c.confidence]
@@ -272,23 +301,27 @@ class PredictionLog:
                 break
         return kept[::-1]
 
-    def labelled(self) -> list[dict]:
+    def labelled(self, trusted_only: bool = False) -> list[dict]:
         """Every labelled answer whose input was kept, in the order the labels came: request_id, input (784 bytes),
-        label, model_version, prediction, labelled_at."""
-        with self._transaction() as connection:
-            rows = connection.execute(
-                select(
-                    answers.c.request_id,
-                    answers.c.input,
-                    feedback.c.label,
-                    answers.c.model_version,
-                    answers.c.prediction,
-                    feedback.c.created_at.label("labelled_at"),
-                )
-                .select_from(feedback.join(answers, feedback.c.request_id == answers.c.request_id))
-                .where(answers.c.input.is_not(None))
-                .order_by(feedback.c.seq)
+        label, model_version, prediction, labelled_at, trusted; with `trusted_only`, only labels of token holders."""
+        query = (
+            select(
+                answers.c.request_id,
+                answers.c.input,
+                feedback.c.label,
+                answers.c.model_version,
+                answers.c.prediction,
+                feedback.c.created_at.label("labelled_at"),
+                feedback.c.trusted,
             )
+            .select_from(feedback.join(answers, feedback.c.request_id == answers.c.request_id))
+            .where(answers.c.input.is_not(None))
+            .order_by(feedback.c.seq)
+        )
+        if trusted_only:
+            query = query.where(feedback.c.trusted.is_(True))
+        with self._transaction() as connection:
+            rows = connection.execute(query)
             return [dict(row._mapping) for row in rows]
 
     def counts(self) -> dict[str, int]:
@@ -320,19 +353,48 @@ def unavailable_as_503():
         yield
     except (OperationalError, InterfaceError) as exc:
         raise StoreUnavailable(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)) from exc
+    except PoolTimeout:
+        raise StoreUnavailable("every connection to it is busy") from None
 
 
 # -- the schema ---------------------------------------------------------------------------------------------------
 
-# UPGRADES[n] brings a store of schema version n to n + 1, in one transaction (SQLAlchemy Core or alembic's
-# Operations on `connection`); a change to schema.py raises SCHEMA_VERSION and adds its step here.
-UPGRADES: dict[int, object] = {}
+
+def to_version_2(connection) -> None:
+    """Version 2: the A/B experiment of each answer, who sent each label (answers and labels of version 1 get
+    none: they count in the tallies, and in no experiment's decision)."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+    from sqlalchemy import Boolean, Column, String, false
+
+    operations = Operations(MigrationContext.configure(connection))
+    operations.add_column("answers", Column("experiment", String(64)))
+    operations.create_index("answers_by_experiment", "answers", ["experiment", "model_version"])
+    operations.add_column("feedback", Column("trusted", Boolean, nullable=False, server_default=false()))
+    operations.add_column("feedback", Column("labelled_by", String(64)))
 
 
-def prepare(engine: Engine, url: str | None) -> str:
+# UPGRADES[n] brings a store of schema version n to n + 1, in one transaction (alembic's Operations write the DDL
+# for SQLite and PostgreSQL alike); a change to schema.py raises SCHEMA_VERSION and adds its step here.
+UPGRADES = {1: to_version_2}
+
+
+def must_exist(url: str | None) -> None:
+    """For the readers (retrain, promote): a SQLite file that is not there is a mistyped path, not a new log."""
+    parsed = make_url(url) if url else None
+    if parsed is None or (parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file()):
+        raise UserError(
+            f"store.url={shown(url)}: no prediction log there; serve writes one (its store.url, by default "
+            f"outputs/serving.db) as it answers"
+        )
+
+
+def prepare(engine: Engine, url: str | None, create: bool = True) -> str:
     """Create the tables in an empty database, check (and upgrade) the schema of an existing one; the client key."""
     with unavailable_as_503():
         if not inspect(engine).has_table(store_info.name):
+            if not create:
+                raise UserError(f"store.url={shown(url)}: the database holds no prediction log; serve writes one")
             try:
                 with engine.begin() as connection:
                     schema.metadata.create_all(connection)
@@ -343,8 +405,9 @@ def prepare(engine: Engine, url: str | None) -> str:
                             {"key": "client_key", "value": secrets.token_hex(32)},
                         ],
                     )
-            except (IntegrityError, ProgrammingError):  # another process created it at the same moment
-                pass
+            except (IntegrityError, ProgrammingError, OperationalError):  # another process created it meanwhile
+                if not inspect(engine).has_table(store_info.name):
+                    raise
         with engine.begin() as connection:
             info = dict(connection.execute(select(store_info.c.key, store_info.c.value)).all())
             version = int(info.get("schema_version", 0))

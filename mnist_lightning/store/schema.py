@@ -5,8 +5,10 @@ every process that opens the store, so a client has the same hash in every worke
 row per answered image, `feedback` one row per label, referencing its answer; an answer has at most one label (the
 primary key), so a second label for the same answer is refused rather than counted twice.
 
-The version is raised whenever a table changes; `log.upgrade` then gets the step that brings a store of the version
-before up to it (docs/lifecycle.md, "the prediction log"). A store of a newer version than this code knows is
+The version is raised whenever a table changes, and `log.UPGRADES` gets the step that brings a store of the version
+before up to it (docs/serving.md, "The prediction log"). Version 2 added the A/B experiment an answer belongs to
+(the A/B decision compares only answers of the same experiment) and who sent each label (retrain can keep to the
+labels of token holders). A store of a newer version than this code knows is
 refused: its tables may mean something this code would misread.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -25,9 +28,10 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    false,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: answers.experiment; feedback.trusted and feedback.labelled_by
 INPUT_SIZE = 28 * 28  # the prepared digit the model saw, one byte a pixel (0 = background, 255 = full ink)
 DRIFT_COLUMNS = ("mean_ink", "ink_fraction", "box_width", "box_height", "centre_offset")  # inference.statistics'
 
@@ -51,6 +55,7 @@ answers = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("model_version", String(64), nullable=False, comment="a prefix of the checkpoint's sha256"),
     Column("role", String(16), nullable=False, comment="main or candidate"),
+    Column("experiment", String(64), comment="main/candidate versions of the A/B test it was answered in; null: none"),
     Column("prediction", SmallInteger, comment="null for a blank image"),
     Column("confidence", Float),
     Column("client_address", String(64), comment="HMAC of the caller's address; null for a token holder"),
@@ -58,6 +63,7 @@ answers = Table(
     Column("input", LargeBinary, comment="the 28x28 digit as the model saw it; null with store.keep_inputs=false"),
     *(Column(name, Float, comment="drift statistic; null for a blank image") for name in DRIFT_COLUMNS),
     Index("answers_by_model", "model_version", "seq"),
+    Index("answers_by_experiment", "experiment", "model_version"),
 )
 
 feedback = Table(
@@ -67,4 +73,6 @@ feedback = Table(
     Column("request_id", String(32), ForeignKey("answers.request_id"), nullable=False, unique=True),
     Column("label", SmallInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("trusted", Boolean, nullable=False, server_default=false(), comment="sent with the service's token"),
+    Column("labelled_by", String(64), comment="HMAC of the sender's address; null for a token holder"),
 )
