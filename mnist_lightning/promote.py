@@ -27,6 +27,7 @@ def promote(cfg: DictConfig) -> dict:
     from mnist_lightning.store.log import PredictionLog
 
     root = cfg.paths.outputs_root
+    alpha, first_look = checked_test(cfg.ab)  # before the registry or the log is opened
     candidate_alias = registry.check_alias(str(cfg.candidate), f"candidate={cfg.candidate}")
     alias = registry.check_alias(str(cfg.alias), f"alias={cfg.alias}", to_set=True)
     name = registry.with_alias(candidate_alias, root) if cfg.name in (None, "") else str(cfg.name)
@@ -37,7 +38,6 @@ def promote(cfg: DictConfig) -> dict:
     versions = {
         role: (found.tags or {}).get("model_version") for role, found in (("main", champion), ("candidate", challenger))
     }
-    alpha, first_look = checked_test(cfg.ab)
     prediction_log = PredictionLog(cfg.store.url, create=False)
     experiment = experiment_name(versions["main"], versions["candidate"])  # the A/B test serve ran between them
     try:
@@ -87,14 +87,19 @@ def promote(cfg: DictConfig) -> dict:
 
 
 def checked_test(ab: DictConfig) -> tuple[float, int]:
-    """ab.alpha and ab.first_look, checked by the rules serve checks them by (serving/settings.py)."""
+    """ab.alpha and ab.first_look, checked by the rules serve checks them by (serving/settings.py's AB)."""
+    from pydantic import ValidationError
+
+    from mnist_lightning.serving.settings import AB
+
+    given = {"alpha": ab.alpha, "first_look": ab.first_look}
     try:
-        alpha, first_look = float(ab.alpha), int(ab.first_look)
-    except (TypeError, ValueError):
-        raise UserError(f"ab.alpha={ab.alpha}, ab.first_look={ab.first_look}: need numbers") from None
-    if not 0 < alpha < 1 or first_look < 10:
-        raise UserError(f"ab.alpha={alpha}, ab.first_look={first_look}: need 0 < alpha < 1 and first_look >= 10")
-    return alpha, first_look
+        test = AB.model_validate(given)
+    except ValidationError as exc:
+        raise UserError(
+            "; ".join(f"ab.{error['loc'][0]}={error['input']}: {error['msg'].lower()}" for error in exc.errors())
+        ) from None
+    return test.alpha, test.first_look
 
 
 def summary(decision: dict) -> str:

@@ -31,17 +31,18 @@ def retrain(cfg: DictConfig) -> dict:
     from mnist_lightning.store.log import PredictionLog, shown
 
     root, run_dir = cfg.paths.outputs_root, Path(cfg.paths.output_dir)
+    settings = checked_settings(cfg.retrain)  # before anything is loaded, let alone trained
     alias = registry.check_alias(str(cfg.alias), f"alias={cfg.alias}", to_set=True)
     reference, name = parent_reference(cfg, registry)
     parent = LoadedModel.load(resolve_model(None, reference, root))
 
     prediction_log = PredictionLog(cfg.store.url, create=False)
     try:
-        rows, counts = prediction_log.labelled(bool(cfg.retrain.trusted_labels_only)), prediction_log.counts()
+        rows, counts = prediction_log.labelled(settings["trusted_labels_only"]), prediction_log.counts()
     finally:
         prediction_log.close()
-    needed = int(cfg.retrain.min_feedback)
-    trusted = " from token holders" if cfg.retrain.trusted_labels_only else ""
+    needed = settings["min_feedback"]
+    trusted = " from token holders" if settings["trusted_labels_only"] else ""
     if len(rows) < needed:
         raise UserError(
             f"retrain needs retrain.min_feedback={needed} labelled answers with their images, and "
@@ -49,7 +50,7 @@ def retrain(cfg: DictConfig) -> dict:
             f"({counts['answers']} answers, {counts['feedback']} labelled): collect more through POST /feedback, "
             f"or lower retrain.min_feedback"
         )
-    dataset = feedback.write_dataset(rows, Path(root) / "datasets", float(cfg.retrain.holdout), shown(cfg.store.url))
+    dataset = feedback.write_dataset(rows, Path(root) / "datasets", settings["holdout"], shown(cfg.store.url))
     manifest = feedback.read_manifest(dataset)
     log.info("Feedback dataset %s: %s", dataset, manifest["counts"])
 
@@ -72,7 +73,7 @@ def retrain(cfg: DictConfig) -> dict:
     scores = {role: accuracies(model, splits) for role, model in (("parent", parent), ("retrained", child))}
     drop = 100 * (scores["parent"]["mnist_test"] - scores["retrained"]["mnist_test"])
     registered = None
-    if drop <= float(cfg.retrain.max_mnist_drop):
+    if drop <= settings["max_mnist_drop"]:
         export_dir = exporting.exported_for_registry(child, lambda: build_data(cfg.data, "fit"))
         tags = registry.version_tags(child.version, child.net, child.checkpoint, run_dir, metrics)
         tags |= {"parent_model_version": parent.version, "feedback_dataset_hash": manifest["hash"]}
@@ -89,6 +90,30 @@ def retrain(cfg: DictConfig) -> dict:
             f"retrain.max_mnist_drop={cfg.retrain.max_mnist_drop}; the run is in {run_dir}"
         )
     return metrics
+
+
+def checked_settings(node: DictConfig) -> dict:
+    """retrain.* as numbers, or one line naming the key that is not one."""
+    rules = {
+        "min_feedback": (int, lambda v: v >= 1, "a whole number >= 1"),
+        "holdout": (float, lambda v: 0 <= v < 1, "a share from 0 (none held out) to below 1"),
+        "max_mnist_drop": (float, lambda v: True, "a number of points (negative: the result must gain that many)"),
+        "trusted_labels_only": (bool, lambda v: True, "true or false"),
+    }
+    found = {}
+    for key, (kind, allowed, what) in rules.items():
+        value = node.get(key)
+        try:
+            if isinstance(value, bool) != (kind is bool) or isinstance(value, str):
+                raise ValueError
+            found[key] = kind(value)
+            if kind is int and found[key] != float(value):  # 2.5 labels is not a count
+                raise ValueError
+        except (TypeError, ValueError):
+            found[key] = None
+        if found[key] is None or not allowed(found[key]):
+            raise UserError(f"retrain.{key}={value}: must be {what}")
+    return found
 
 
 def parent_reference(cfg: DictConfig, registry) -> tuple[str, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -300,3 +301,43 @@ def test_secrets_in_a_config_are_hidden_from_the_loggers():
         "lr": 0.1,
         "runs": [{"salt": "<hidden>"}],
     }
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"holdout": 1.5}, "retrain.holdout=1.5: must be a share from 0"),
+        ({"max_mnist_drop": "abc"}, "retrain.max_mnist_drop=abc: must be a number of points"),
+        ({"min_feedback": 2.5}, "retrain.min_feedback=2.5: must be a whole number >= 1"),
+        ({"min_feedback": 0}, "retrain.min_feedback=0: must be a whole number >= 1"),
+        ({"trusted_labels_only": 3}, "retrain.trusted_labels_only=3: must be true or false"),
+    ],
+)
+def test_retrain_settings_are_checked_before_anything_is_loaded(given, message):
+    from omegaconf import OmegaConf
+
+    from mnist_lightning.retrain import checked_settings
+
+    node = OmegaConf.merge(OmegaConf.load(CONF_DIR / "retrain.yaml").retrain, given)
+    with pytest.raises(UserError, match=re.escape(message)):
+        checked_settings(node)
+    assert checked_settings(OmegaConf.load(CONF_DIR / "retrain.yaml").retrain) == {
+        "min_feedback": 200,
+        "holdout": 0.2,
+        "max_mnist_drop": 0.5,
+        "trusted_labels_only": False,
+    }
+
+
+def test_promote_checks_its_test_by_serves_rules_before_opening_anything():
+    from omegaconf import OmegaConf
+
+    from mnist_lightning.promote import checked_test
+
+    ab = OmegaConf.load(CONF_DIR / "promote.yaml").ab
+    served = OmegaConf.load(CONF_DIR / "serve.yaml").ab
+    assert checked_test(ab) == (0.05, 100) == (served.alpha, served.first_look)  # the same test as GET /ab
+    with pytest.raises(UserError, match=re.escape("ab.alpha=2: input should be less than 1")):
+        checked_test(OmegaConf.merge(ab, {"alpha": 2}))
+    with pytest.raises(UserError, match=re.escape("ab.first_look=5: input should be greater than or equal to 10")):
+        checked_test(OmegaConf.merge(ab, {"first_look": 5}))

@@ -228,3 +228,19 @@ def test_readers_do_not_make_a_log_where_there_is_none(tmp_path):
     (tmp_path / "notes.db").write_text("not a database")
     with pytest.raises(UserError, match="not a prediction log"):
         PredictionLog(f"sqlite:///{tmp_path}/notes.db")
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_url_is_one_database_shared_by_the_threads(url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    log = PredictionLog(url)
+    logged = [answer("v1", 3) for _ in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda item: log.record([item]), logged))
+        list(pool.map(lambda item: log.add_feedback(item.request_id, 3), logged))
+    assert log.tallies(["v1"])["v1"]["correct"] == 40
+
+
+def test_the_drift_columns_are_the_statistics_drift_reads():
+    assert schema.DRIFT_COLUMNS == statistics.INPUT_STATISTICS  # the store cannot import inference: kept equal here

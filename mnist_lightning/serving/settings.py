@@ -15,6 +15,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mnist_lightning.inference.preprocess import MAX_DECODED_BYTES, MAX_PIXELS
+from mnist_lightning.store.log import in_memory
 
 
 class Group(BaseModel):
@@ -179,8 +180,7 @@ class ServeSettings(Group):
 
     @model_validator(mode="after")
     def workers_share_a_log(self) -> ServeSettings:
-        url = self.store.url
-        if self.workers > 1 and (url is None or url.rstrip("/") in ("sqlite:", "sqlite:///:memory:")):
+        if self.workers > 1 and in_memory(self.store.url):
             raise ValueError(
                 f"workers={self.workers} needs a prediction log they share: store.url=sqlite:///path/serving.db "
                 f"or postgresql+psycopg://... (in memory, each worker would keep its own)"

@@ -88,8 +88,19 @@ def shown(url: str | None) -> str:
         return "<unparsable URL>"
 
 
+def in_memory(url: str | None) -> bool:
+    """Whether `url` names an in-memory database (None, sqlite://, sqlite:///:memory:): one per process."""
+    if url is None:
+        return True
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
 def make_engine(url: str | None) -> Engine:
-    if url is None:  # one connection shared by every thread: PredictionLog serialises its use
+    if in_memory(url):  # one connection shared by every thread: PredictionLog serialises its use
         engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
         try:
@@ -102,7 +113,7 @@ def make_engine(url: str | None) -> Engine:
         # FastAPI answers up to 40 requests at once in its thread pool: as many connections, a wait of at most
         # 10 s for one (then 503)
         options: dict = {"pool_pre_ping": True, "pool_size": 8, "max_overflow": 32, "pool_timeout": 10}
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if parsed.get_backend_name() == "sqlite":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             # a writer waits up to 30 s for another process's write to finish before giving up (503)
             options["connect_args"] = {"timeout": 30}
@@ -140,7 +151,7 @@ class PredictionLog:
             must_exist(url)
         self.engine = make_engine(url)
         # the in-memory database is one connection: its transactions must not interleave across threads
-        self._serial = threading.Lock() if url is None else contextlib.nullcontext()
+        self._serial = threading.Lock() if in_memory(url) else contextlib.nullcontext()
         try:
             self._key = prepare(self.engine, url, create).encode()
         except StoreUnavailable as exc:
