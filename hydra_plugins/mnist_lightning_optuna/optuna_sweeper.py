@@ -6,12 +6,16 @@ option names (`storage`, `study_name`, `n_trials`, `n_jobs`, `direction`, `param
 syntax) and runs each trial through the configured Hydra launcher (basic, joblib, submitit).
 
 The study lives in a journal file (Optuna's JournalStorage, safe for parallel trials on one machine)
-under `<paths.outputs_root>/studies/`, or in any storage URL given as `storage`. Each job gets
+under `<paths.outputs_root>/studies/`, or in any storage URL given as `storage`: with a database server
+(`postgresql+psycopg://...`) sweepers on several machines share one study, each asking for its own trials.
+A trial whose sweeper died is failed and queued again with its parameters (up to `max_retry` times): by
+Optuna's heartbeat on a database (any machine), by its process id on this machine otherwise. Each job gets
 `optuna_trial={storage, study_name, number, pruner}`; the training run's pruning callback reports
 `optimized_metric` after every validation and stops early when the pruner says so, then marks its
 metrics.json `pruned`, which this sweeper tells the study.
 """
 
+import copy
 import json
 import logging
 from dataclasses import dataclass, field
@@ -43,8 +47,14 @@ class OptunaSweeperConf:
     n_trials: int = 20
     # trials launched together (in parallel with a parallel launcher such as joblib)
     n_jobs: int = 1
-    # a fixed seed makes a new study repeatable; a resumed study continues from seed + its number of trials
+    # trial N draws with the sampler seeded seed + N: a new study repeats, a resumed or shared one draws new points
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None})
+    # a database storage only: the sweeper records a heartbeat for its running trials every this many seconds,
+    # and a trial without one for grace_period seconds (null: twice the interval) is failed by any sweeper
+    heartbeat_interval: Any = 60
+    grace_period: Any = None
+    # a trial failed because its sweeper died is queued again with the same parameters, at most this often
+    max_retry: int = 2
     # null: no pruning
     pruner: Any = field(
         default_factory=lambda: {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 1}
@@ -90,8 +100,12 @@ class OptunaSweeper(Sweeper):
         sampler: Any,
         pruner: Any,
         params: dict,
+        heartbeat_interval: Any = 60,
+        grace_period: Any = None,
+        max_retry: int = 2,
     ) -> None:
         self.study_name, self.storage, self.direction = study_name, storage, direction
+        self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
         self.n_trials, self.n_jobs = n_trials, max(1, n_jobs)
         # Hydra builds the sweeper recursively: sampler and pruner arrive as Optuna objects
         self.sampler, self.pruner, self.params = sampler, pruner, dict(params or {})
@@ -125,9 +139,7 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
-        from mnist_lightning.cli import overrides
-        from mnist_lightning.runs.lock import this_process
-        from mnist_lightning.training.pruning import open_storage, pruner_or_none
+        from mnist_lightning.training.pruning import Heartbeat, open_storage, pruner_or_none
 
         self._check_optimized_metric()
         parser = OverridesParser.create()
@@ -140,49 +152,81 @@ class OptunaSweeper(Sweeper):
             else:
                 fixed.append(override.input_line)
         spec = self._storage_spec()
+        retry = Retry(self.max_retry)
+        storage = open_storage(spec, heartbeat=(self.heartbeat_interval, self.grace_period), retry=retry)
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=open_storage(spec),
+            storage=storage,
             direction=self.direction,
             sampler=self.sampler,
             pruner=pruner_or_none(self.pruner),
             load_if_exists=True,
         )
-        _fail_orphans(study)
-        earlier = len(study.trials)
-        if earlier:
-            study.sampler = self._resumed_sampler(earlier)
-        log.info("Study %s in %s: %d earlier trials, %d to run", self.study_name, spec, earlier, self.n_trials)
+        log.info(
+            "Study %s in %s: %d earlier trials, %d to run here", self.study_name, spec, len(study.trials), self.n_trials
+        )
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         remaining = self.n_trials
         while remaining > 0:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
-            batch, launched = [], []
-            for trial in trials:
-                trial.set_user_attr("sweeper", this_process())  # a trial whose sweeper died is failed later
-                handle = "optuna_trial=" + _override_value(
-                    {"storage": spec, "study_name": self.study_name, "number": trial.number},
-                    pruner=self.pruner_override,
-                )
-                params = [overrides.assign(k, v) if isinstance(v, str) else f"{k}={v}" for k, v in trial.params.items()]
-                job = [*fixed, *params, handle]
-                try:
-                    self.validate_batch_is_legal([job])
-                except Exception as exc:  # this sampled configuration does not compose: only its trial fails
-                    self._fail_uncomposable(study, trial, job, sweep_dir / str(self.job_idx), exc)
-                    self.job_idx += 1
-                    continue
-                batch.append(job)
-                launched.append(trial)
-            returns = self.launcher.launch(batch, initial_job_idx=self.job_idx) if batch else []
+            _fail_abandoned(study, storage, retry)
+            trials = [self._ask(study, space) for _ in range(min(self.n_jobs, remaining))]
+            with Heartbeat(storage, self.study_name, [t.number for t in trials]):
+                returns, launched = self._launch(study, trials, fixed, spec, sweep_dir)
             self.job_idx += len(returns)
             for trial, result in zip(launched, returns, strict=True):
                 self._tell(study, trial, result)
             remaining -= len(trials)
 
         self._write_results(study, spec, sweep_dir)
+
+    def _launch(self, study, trials: list, fixed: list[str], spec: str, sweep_dir: Path) -> tuple[list, list]:
+        """Run the trials' jobs through the launcher: (their results, the trials launched); a trial whose sampled
+        configuration does not compose fails alone."""
+        from mnist_lightning.cli import overrides
+
+        batch, launched = [], []
+        for trial in trials:
+            handle = "optuna_trial=" + _override_value(
+                {"storage": spec, "study_name": self.study_name, "number": trial.number},
+                pruner=self.pruner_override,
+            )
+            params = [overrides.assign(k, v) if isinstance(v, str) else f"{k}={v}" for k, v in trial.params.items()]
+            job = [*fixed, *params, handle]
+            try:
+                self.validate_batch_is_legal([job])
+            except Exception as exc:  # this sampled configuration does not compose: only its trial fails
+                self._fail_uncomposable(study, trial, job, sweep_dir / str(self.job_idx), exc)
+                self.job_idx += 1
+                continue
+            batch.append(job)
+            launched.append(trial)
+        return (self.launcher.launch(batch, initial_job_idx=self.job_idx) if batch else []), launched
+
+    def _ask(self, study, space: dict):
+        """A new trial (or one queued again after its sweeper died, which keeps its parameters), its parameters drawn
+        by the sampler seeded with seed + the trial's number: a new study is repeatable, a resumed one draws new
+        points, and sweepers started together on one study do not draw the same ones."""
+        from mnist_lightning.runs.lock import this_process
+
+        trial = study.ask()
+        trial.set_user_attr("sweeper", this_process())  # a trial whose sweeper died is failed later
+        sampler = self._sampler_for(trial.number)
+        if sampler is not None:
+            study.sampler = sampler
+        for name, dist in space.items():
+            suggest(trial, name, dist)
+        return trial
+
+    def _sampler_for(self, number: int):
+        from hydra.utils import instantiate
+
+        node = OmegaConf.to_container(self.config.hydra.sweeper.sampler, resolve=True)
+        if not isinstance(node, dict) or node.get("seed") is None:
+            return None
+        node["seed"] = int(node["seed"]) + number
+        return instantiate(node)
 
     def _check_optimized_metric(self) -> None:
         """Stop before the first trial when `optimized_metric` names a metric the model never logs."""
@@ -200,17 +244,6 @@ class OptunaSweeper(Sweeper):
             raise SearchError(
                 f"optimized_metric={name}: the model logs no such metric; choose one of {', '.join(known)}"
             )
-
-    def _resumed_sampler(self, earlier: int):
-        """A resumed study must not draw its earlier trials' points again: the same sampler, seeded further on."""
-        from hydra.utils import instantiate
-
-        node = OmegaConf.to_container(self.config.hydra.sweeper.sampler, resolve=True)
-        if not isinstance(node, dict) or node.get("seed") is None:
-            return self.sampler
-        node["seed"] = int(node["seed"]) + earlier
-        log.info("Resumed study: sampler seed %d (the configured seed plus %d earlier trials)", node["seed"], earlier)
-        return instantiate(node)
 
     def _fail_uncomposable(self, study, trial, job: list[str], job_dir: Path, exc: Exception) -> None:
         import optuna
@@ -279,18 +312,57 @@ class OptunaSweeper(Sweeper):
         atomic.write_text(sweep_dir / "optimization_results.json", json.dumps(summary, indent=2) + "\n")
 
 
-def _fail_orphans(study) -> None:
-    """Trials left RUNNING by a sweeper that was killed (or crashed) on this machine are marked FAIL."""
+def suggest(trial, name: str, dist):
+    """Draw parameter `name` from `dist` through the trial's public suggest_* methods (a queued trial keeps its own)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+class Retry:
+    """Queues a trial whose sweeper died again, with its parameters (Optuna's RetryHeartbeatStaleTrialCallback), less
+    the dead sweeper's process and job folder: the copy is nobody's orphan until a sweeper takes it."""
+
+    def __init__(self, max_retry: int | None) -> None:
+        import optuna
+
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study, trial) -> None:
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("sweeper", "job_dir")}
+        self.retry(study, trial)
+
+
+def _fail_abandoned(study, storage, retry) -> None:
+    """Trials whose sweeper died are marked FAIL and queued again with their parameters (`retry`): on a database,
+    those without a heartbeat for the grace period (any machine, Optuna's own check); and, on any storage, those
+    left running by a process of this machine that is gone."""
     import optuna
 
     from mnist_lightning.runs.lock import process_alive
 
+    optuna.storages.fail_stale_trials(study)  # calls `retry` for each trial it fails
+    study_id = storage.get_study_id_from_name(study.study_name)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = trial.user_attrs.get("sweeper")
-        if isinstance(owner, dict) and not process_alive(owner):
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        if not isinstance(owner, dict) or process_alive(owner):
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            failed_here = storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another sweeper was first
+            continue
+        if failed_here:
+            retry(study, storage.get_trial(trial_id))
             log.warning(
-                "Trial %d was left running by process %s, which is gone: marked failed", trial.number, owner.get("pid")
+                "Trial %d was left running by process %s, which is gone: marked failed and queued again",
+                trial.number,
+                owner.get("pid"),
             )
 
 

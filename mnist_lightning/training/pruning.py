@@ -13,20 +13,83 @@ from lightning.pytorch.callbacks import Callback
 log = logging.getLogger(__name__)
 
 
-def open_storage(spec: str):
-    """An Optuna storage: a database URL (`sqlite:///...`, `postgresql://...`) or the path of a journal file.
+def open_storage(spec: str, heartbeat: tuple[int | None, int | None] | None = None, retry=None):
+    """An Optuna storage: a database URL (`sqlite:///...`, `postgresql+psycopg://...`) or a journal file's path.
 
     A journal file (Optuna's JournalStorage) is safe for several processes on one machine; SQLite can
-    answer "database is locked" when parallel trials write at once, so it gets a long lock timeout.
+    answer "database is locked" when parallel trials write at once, so it gets a long lock timeout; a
+    database server (PostgreSQL, MySQL) is shared by processes on several machines. `heartbeat`
+    (interval, grace period in seconds) and `retry` (called with each trial failed for a missing heartbeat)
+    turn on Optuna's heartbeat, which only database storages have.
     """
     import optuna
 
     if "://" in spec:
-        engine = {"connect_args": {"timeout": 60}} if spec.startswith("sqlite:") else None
-        return optuna.storages.RDBStorage(spec, engine_kwargs=engine)
+        engine = {"connect_args": {"timeout": 60}} if spec.startswith("sqlite:") else {"pool_pre_ping": True}
+        interval, grace = heartbeat if heartbeat and heartbeat[0] else (None, None)
+        options = {"heartbeat_interval": interval, "grace_period": grace}
+        return _first_to_create(spec, engine, options | {"heartbeat_stale_trial_callback": retry if interval else None})
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(spec))
+
+
+def _first_to_create(spec: str, engine: dict, options: dict, attempts: int = 6):
+    """RDBStorage, when several processes open a new database at once: all of them create Optuna's tables, and
+    all but the first fail on a name the first one has just committed (seen on PostgreSQL with two sweepers
+    started together). The tables exist by then, so opening again succeeds."""
+    import random
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(spec, engine_kwargs=engine, **options)
+        except (IntegrityError, ProgrammingError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("Another process is creating the study's tables (%s); opening again", exc.__class__.__name__)
+            time.sleep(0.2 * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+class Heartbeat:
+    """`with Heartbeat(storage, study_name, numbers):` records a heartbeat for those trials every heartbeat interval
+    while the block runs (the trials' jobs), so that a sweeper on another machine can tell this one died. Nothing
+    for a storage without a heartbeat (a journal file, or a database with `heartbeat_interval: null`)."""
+
+    def __init__(self, storage, study_name: str, numbers: list[int]) -> None:
+        import threading
+
+        interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self.storage, self.interval, self.ids = storage, interval, []
+        if interval and numbers:
+            study_id = storage.get_study_id_from_name(study_name)
+            self.ids = [storage.get_trial_id_from_study_id_trial_number(study_id, n) for n in numbers]
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="optuna-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            for trial_id in self.ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # the database is away for a moment: the next beat tries again
+                    log.warning("Could not record the heartbeat of trial %d: %s", trial_id, exc)
+            if self.stopped.wait(self.interval):
+                return
+
+    def __enter__(self) -> Heartbeat:
+        if self.ids:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join()
 
 
 def pruner_or_none(pruner):
