@@ -21,3 +21,14 @@ if not OmegaConf.has_resolver("pid"):
 # ${launch_dir:} in conf/paths/default.yaml
 if not OmegaConf.has_resolver("launch_dir"):
     OmegaConf.register_new_resolver("launch_dir", _launch_dir)
+
+
+def _launched_nodes() -> int:
+    from mnist_lightning.cli.ranks import launched_nodes
+
+    return launched_nodes()
+
+
+# ${launched_nodes:} in conf/trainer/ddp_multinode.yaml: as many nodes as torchrun or srun started
+if not OmegaConf.has_resolver("launched_nodes"):
+    OmegaConf.register_new_resolver("launched_nodes", _launched_nodes)

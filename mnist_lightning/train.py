@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from mnist_lightning.cli import overrides
+    from mnist_lightning.cli import overrides, ranks
     from mnist_lightning.runs import layout, record
     from mnist_lightning.runs.lock import RunLock, RunLocked
     from mnist_lightning.training.signals import Interrupted
@@ -59,6 +59,8 @@ def main(cfg: DictConfig) -> float | None:
     warnings.filterwarnings("ignore", message=".*flops_per_batch.*")  # FLOPs are not counted for these networks
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(cfg.paths.output_dir)
+    if not multirun:
+        ranks.publish_run_dir(str(run_dir))  # the other nodes of a torchrun launch write into this folder too
     lock = RunLock(run_dir) if is_rank_zero() else None
     try:
         if lock is not None:
@@ -100,10 +102,15 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     """`python -m mnist_lightning.train` and the `mnist-train` command."""
-    from mnist_lightning.cli import argv, sweep_report
+    from mnist_lightning.cli import argv, ranks, sweep_report
 
     check_overrides("train", sys.argv[1:])
     sys.argv[1:] = argv.resume_in_place(sys.argv[1:])
+    try:
+        sys.argv[1:] = ranks.shared_run_dir(sys.argv[1:])  # every node of a multi-node launch: one run folder
+    except UserError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
     argv.check_writable(sys.argv[1:])
     main()
     if sweep_report.last_report and sweep_report.last_report["failed"]:

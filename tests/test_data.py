@@ -194,3 +194,28 @@ def test_sampler_resumes_mid_epoch_with_the_remaining_batches_only():
     full = batches()
     assert batches(resume=(1, 5)) == full[5:]
     assert batches(resume=(0, 5)) == full  # a position saved in another epoch does not apply
+
+
+def test_sampler_resumes_on_another_number_of_ranks_where_the_ranks_stopped():
+    def batches(rank, world, resume=None, size=96):
+        sampler = BatchIndexSampler(size, 8, shuffle=True, seed=5, rank=rank, world_size=world)
+        if resume:
+            sampler.resume_at(*resume)
+        sampler.set_epoch(1)
+        return [b.tolist() for b in sampler]
+
+    whole = [i for b in batches(0, 1) for i in b]
+    # two ranks trained 3 batches each, then the run resumes on one: nothing is seen twice, nothing is left out
+    before = [i for rank in range(2) for b in batches(rank, 2)[:3] for i in b]
+    after = [i for b in batches(0, 1, resume=(1, 3, 2)) for i in b]
+    assert sorted(before + after) == list(range(96))
+    assert after == whole[48:], "the same order as a run that was never stopped"
+    # one rank's 3 batches resumed on three: every rank gets the same number of batches, the rest is covered
+    shards = [batches(rank, 3, resume=(1, 3, 1)) for rank in range(3)]
+    assert len({len(s) for s in shards}) == 1
+    assert set(whole[:24]) | {i for s in shards for b in s for i in b} == set(range(96))
+    # two ranks' uninterrupted batches b are together the single-process batch b of twice the size
+    double = BatchIndexSampler(96, 16, shuffle=True, seed=5)
+    double.set_epoch(1)
+    pairs = zip(batches(0, 2), batches(1, 2), strict=True)
+    assert [sorted(a + b) for a, b in pairs] == [sorted(b.tolist()) for b in double]

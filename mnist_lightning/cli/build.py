@@ -83,7 +83,19 @@ def build_trainer(node: DictConfig, datamodule: Any = None, **kwargs: Any) -> An
         kwargs["use_distributed_sampler"] = not getattr(datamodule, "shards_by_rank", False)
     if isinstance(node.get("profiler"), str):
         kwargs["profiler"] = build_profiler(node.profiler, node.get("default_root_dir"))
+    if node.get("sync_batchnorm") and not on_gpus(node.get("accelerator", "auto")):
+        kwargs["sync_batchnorm"] = False  # DDP refuses SyncBatchNorm layers on CPU modules
+        logging.getLogger(__name__).info(
+            "trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernels): on CPUs each process "
+            "normalises over its own batch, and DDP gives every process rank 0's running statistics"
+        )
     return build(node, "trainer", precision=precision, **kwargs)
+
+
+def on_gpus(accelerator: str) -> bool:
+    import torch
+
+    return accelerator in ("gpu", "cuda") or accelerator == "auto" and torch.cuda.is_available()
 
 
 def no_tips(record) -> bool:

@@ -6,6 +6,7 @@ batch is one indexing operation, and the sampler can continue an epoch mid-way a
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from mnist_lightning.data import feedback as feedback_data
 from mnist_lightning.data import files as mnist_files
 from mnist_lightning.data.transforms import RandomAffine, normalize
 from mnist_lightning.errors import DataError, UserError
+
+log = logging.getLogger(__name__)
 
 
 class InMemoryMNIST(Dataset):
@@ -61,15 +64,16 @@ class BatchIndexSampler:
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
         self.epoch = epoch
 
-    def resume_at(self, epoch: int, batches_done: int) -> None:
-        """Skip the first `batches_done` batches the next time epoch `epoch` is iterated (a mid-epoch resume)."""
-        self._resume = (epoch, batches_done)
+    def resume_at(self, epoch: int, batches_done: int, world_size: int | None = None) -> None:
+        """Skip what the first `batches_done` batches of each of `world_size` processes (default: as many as now)
+        trained on, the next time epoch `epoch` is iterated (a mid-epoch resume, on as many or other processes)."""
+        self._resume = (epoch, batches_done, world_size or self.world_size)
 
-    def _shard_size(self) -> int:
+    def shard_size(self) -> int:
         return math.ceil(self.size / self.world_size)
 
     def __len__(self) -> int:
-        n = self._shard_size()
+        n = self.shard_size()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
@@ -78,16 +82,20 @@ class BatchIndexSampler:
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
-        if self.world_size > 1:
-            padded = self._shard_size() * self.world_size
-            order = torch.cat([order, order[: padded - self.size]])[self.rank :: self.world_size]
-        batches = order[: len(self) * self.batch_size if self.drop_last else None].split(self.batch_size)
-        skip = 0
+        # batch b of rank r holds positions (b * batch_size + i) * world_size + r of the epoch's order: together
+        # the ranks' b-th batches are one batch of batch_size * world_size consecutive positions, whatever the
+        # number of ranks, so a resume skips the positions done and shards the rest among the ranks it has now
+        start = 0
         if self._resume is not None:
-            epoch, done = self._resume
+            epoch, done, world = self._resume
             self._resume = None
-            skip = done if epoch == self.epoch else 0
-        yield from batches[skip:]
+            start = done * self.batch_size * world if epoch == self.epoch else 0
+        order = torch.cat([order, order[: self.shard_size() * self.world_size - self.size]])[start:]
+        order = torch.cat([order, order[: -len(order) % self.world_size]])  # equal shards for every rank
+        shard = order[self.rank :: self.world_size]
+        if self.drop_last:
+            shard = shard[: len(shard) // self.batch_size * self.batch_size]
+        yield from shard.split(self.batch_size)
 
 
 class MNISTDataModule(pl.LightningDataModule):
@@ -198,8 +206,18 @@ class MNISTDataModule(pl.LightningDataModule):
         extra = {"generator": torch.Generator().manual_seed(self.seed)}
         if train:
             self._train_sampler = sampler
+            if world > 1:
+                log.info(
+                    "Rank %d of %d trains on its own shard: %d of the %d training images per epoch, in batches of %d",
+                    rank,
+                    world,
+                    sampler.shard_size(),
+                    len(dataset),
+                    batch_size,
+                )
             if self._resume_position is not None:  # restored from a checkpoint: continue mid-epoch
-                sampler.resume_at(self._resume_position["epoch"], self._resume_position["batches_done"])
+                position = self._resume_position
+                sampler.resume_at(position["epoch"], position["batches_done"], position.get("world_size"))
                 self._resume_position = None
         on_device = self.on_device
         if on_device is None:  # auto: a GPU holds the whole split (43 MB of training images) and indexes batches itself
@@ -232,7 +250,8 @@ class MNISTDataModule(pl.LightningDataModule):
         if self._train_sampler is None or self.trainer is None:
             return {}
         done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"train_position": {"epoch": self._train_sampler.epoch, "batches_done": done}}
+        position = {"epoch": self._train_sampler.epoch, "batches_done": done, "world_size": self.trainer.world_size}
+        return {"train_position": position}
 
     def load_state_dict(self, state_dict: dict) -> None:
         # Lightning restores this before it builds the training loader

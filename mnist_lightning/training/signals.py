@@ -1,5 +1,8 @@
 """A clean stop on SIGTERM (pre-emption) and SIGINT (Ctrl-C): finish the batch, save `last.ckpt`, stop.
 
+With several processes (DDP, one or several nodes) a signal to any of them stops all of them after the same
+batch, and all of them take part in saving the checkpoint.
+
 `train` then records the run as interrupted and exits with 128 + the signal number.
 """
 
@@ -30,10 +33,19 @@ class GracefulStop(pl.Callback):
         self._previous: dict[int, Any] = {}
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # again: Lightning sets its own SIGTERM handler after on_fit_start, and under DDP that one broadcasts
+        # from inside the handler, which breaks the collective the process is in when the signal is not rank 0's
+        self._install()
+
+    def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
+            previous = signal.signal(signum, self._handle)
+            self._previous.setdefault(signum, previous)  # teardown puts back what was there before fit
 
     def _handle(self, signum, frame) -> None:
         if self.signal_name is None:
@@ -41,7 +53,10 @@ class GracefulStop(pl.Callback):
             log.warning("%s received: stopping after the current batch and saving a checkpoint", self.signal_name)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.signal_name is not None:
+        stop = self.signal_name is not None
+        if trainer.world_size > 1:  # a signal to any process (one node pre-empted) stops all of them at this batch
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
             raise SIGTERMException()  # Lightning's own "stop now" path: on_exception hooks, then it propagates
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
