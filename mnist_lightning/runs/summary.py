@@ -48,6 +48,7 @@ def collect(root: Path) -> list[dict]:
                 "epochs": run.metrics.get("epochs"),
                 "wall_time_s": run.metrics.get("wall_time_s"),
                 "state": run.state or ("running" if lock_holder(run.path) else "incomplete"),
+                "error": " ".join(str(run.metrics.get("error") or "").split()),
             }
         )
     differing = {
@@ -108,6 +109,10 @@ def markdown(rows: list[dict], groups: list[dict]) -> str:
         lines += [
             f"| {g['overrides']} | {g['runs']} | {_fmt(g['val/acc_best'])} | {_fmt(g['test/acc'])} |" for g in groups
         ]
+    failed = [r for r in rows if r["state"] == "failed"]
+    if failed:
+        lines += ["", f"Failed ({len(failed)} of {len(rows)} runs):", ""]
+        lines += [f"- {r['run']}: {r['error'] or 'no error recorded'}" for r in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -117,7 +122,7 @@ def summarize(root: Path) -> tuple[list[dict], list[dict]]:
     groups = seed_groups(rows)
     if rows:
         table = io.StringIO()
-        writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(table, fieldnames=[*COLUMNS, "error"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         atomic.write_text(root / "summary.csv", table.getvalue())
