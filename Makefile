@@ -69,8 +69,10 @@ sweep: install ## a 2x2 grid of one-epoch runs in outputs/multirun/<date>/<time>
 		trainer.max_epochs=1 $(ARGS)
 
 N_TRIALS ?= 20
-search: install ## Optuna search; again continues the study in outputs/studies/ (N_TRIALS=20 more)
-	$(BIN)/python -m mnist_lightning.train -m hparams_search=optuna hydra.sweeper.n_trials=$(N_TRIALS) $(ARGS)
+STORAGE ?=
+search: install ## Optuna search; again continues the study (N_TRIALS=20 more; STORAGE=postgresql+psycopg://... shared)
+	$(BIN)/python -m mnist_lightning.train -m hparams_search=optuna hydra.sweeper.n_trials=$(N_TRIALS) \
+		$(if $(STORAGE),"hydra.sweeper.storage='$(STORAGE)'") $(ARGS)
 
 DIR ?= outputs
 summary: install ## table of the runs under DIR (a sweep folder, default all of outputs/)

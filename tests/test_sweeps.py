@@ -291,6 +291,33 @@ def test_summarize_cli_takes_a_folder_or_the_outputs_root(tmp_path, monkeypatch,
     assert summarize.main(["dir=elsewhere", "nosuch.key=1"]) == 2  # an override of nothing: one line, no traceback
 
 
+def test_a_hundred_job_sweep_is_summarised_with_every_failed_job_and_its_error(tmp_path, capsys):
+    """The shape of a 100-job grid (benchmarks/grid.py runs a real one and times summarize on it)."""
+    import yaml
+
+    for job in range(100):
+        folder = tmp_path / str(job)
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / "train.log").write_text("")
+        batch = 0 if job % 10 == 9 else 64
+        (folder / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump([f"seed={job // 10}", f"data.batch_size={batch}"])
+        )
+        metrics = {"state": "finished", "val/acc_best": 0.5 + job / 1000, "test/acc": 0.5, "epochs": 1}
+        if batch == 0:
+            metrics = {"state": "failed", "error": "UserError: data.batch_size=0: must be an integer >= 1"}
+        layout.write_metrics(folder, metrics)
+    assert summarize.main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    rows, _ = summarize_runs(tmp_path)
+    assert len(rows) == 100 and [r["state"] for r in rows].count("failed") == 10
+    assert "Failed (10 of 100 runs):" in printed
+    for job in range(9, 100, 10):
+        assert f"- {job}: UserError: data.batch_size=0: must be an integer >= 1" in printed
+    failed_csv = [line for line in (tmp_path / "summary.csv").read_text().splitlines() if ",failed," in line]
+    assert len(failed_csv) == 10 and all(line.endswith("must be an integer >= 1") for line in failed_csv)
+
+
 def test_summaries_mark_runs_tested_on_part_of_a_split_and_rank_them_after_full_ones(tmp_path):
     full = {"state": "finished", "val/acc_best": 0.99, "val_samples": 5000, "val_split_size": 5000}
     limited = {**full, "val/acc_best": 1.0, "test_samples": 128, "test_split_size": 10000}  # debug=limit

@@ -30,8 +30,9 @@ def postgres_bin() -> Path:
 
 
 @contextlib.contextmanager
-def postgres_server():
-    """Yields the SQLAlchemy URL of a fresh PostgreSQL server (database `postgres`, user `mnist`, no password)."""
+def postgres_server(durable: bool = False):
+    """Yields the SQLAlchemy URL of a fresh PostgreSQL server (database `postgres`, user `mnist`, no password);
+    `durable`: commits wait for the disk (fsync on), as a production server's do, for benchmarks; tests skip it."""
     binaries = postgres_bin()
     folder = Path(tempfile.mkdtemp(prefix="mnist-postgres-"))
     as_user = {}
@@ -46,7 +47,8 @@ def postgres_server():
         assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
 
     run(str(binaries / "initdb"), "-D", str(data), "-U", "mnist", "--auth=trust", "-E", "UTF8", "--no-sync")
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    options += "" if durable else " -c fsync=off"
     run(str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w", "start")
     try:
         yield f"postgresql+psycopg://mnist@127.0.0.1:{port}/postgres"
