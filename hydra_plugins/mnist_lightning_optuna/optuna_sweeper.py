@@ -18,6 +18,7 @@ metrics.json `pruned`, which this sweeper tells the study.
 import copy
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,10 @@ class OptunaSweeper(Sweeper):
 
         from mnist_lightning.training.pruning import Heartbeat, open_storage, pruner_or_none
 
+        # the heartbeat and its retry are marked experimental, and Optuna expects them with Study.optimize; this
+        # sweeper asks and tells, and records the heartbeat itself (Heartbeat) as Study.optimize would
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         self._check_optimized_metric()
         parser = OverridesParser.create()
         fixed, space = [], {key: distribution(key, spec) for key, spec in self.params.items()}
