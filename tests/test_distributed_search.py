@@ -93,8 +93,8 @@ def test_two_sweepers_share_one_study_on_postgresql(tmp_path, mnist_dir, postgre
         assert trial.intermediate_values
 
     # the final report, asked for again from either machine: the same best trial, the study's
-    for cwd in machines:
-        finished(sweeper(cwd, mnist_dir, postgres_url, "shared", "hydra.sweeper.n_trials=0"))
+    for process in [sweeper(cwd, mnist_dir, postgres_url, "shared", "hydra.sweeper.n_trials=0") for cwd in machines]:
+        finished(process)
     best = load(postgres_url, "shared").best_trial
     reports = [results(cwd) for cwd in machines]
     assert [r["best_trial"] for r in reports] == [best.number, best.number]

@@ -379,3 +379,25 @@ def test_pruner_null_means_no_pruning(tmp_path):
         callback.on_validation_end(trainer, None)
         assert not trainer.should_stop
     assert callback.pruned_at_epoch is None and callback.reports == 3
+
+
+def test_a_trial_failed_elsewhere_while_it_ran_keeps_its_failure_and_the_sweeper_goes_on(tmp_path, caplog):
+    """Its heartbeat was late (a paused machine), so another sweeper failed it and queued it again."""
+    import optuna
+
+    from hydra_plugins.mnist_lightning_optuna.optuna_sweeper import OptunaSweeper
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    trial = study.ask()
+    storage.set_trial_state_values(
+        storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), trial.number),
+        state=optuna.trial.TrialState.FAIL,
+    )
+    job = tmp_path / "0"
+    result = SimpleNamespace(
+        return_value=0.9, hydra_cfg=SimpleNamespace(hydra=SimpleNamespace(runtime=SimpleNamespace(output_dir=str(job))))
+    )
+    OptunaSweeper._tell(study, trial, result)
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL and study.trials[0].value is None
+    assert "was failed by another sweeper while it ran" in caplog.text

@@ -266,21 +266,28 @@ class OptunaSweeper(Sweeper):
         import optuna
 
         job_dir = _job_dir(result)
-        if job_dir is not None:
-            trial.set_user_attr("job_dir", str(job_dir))
-        state = _job_state(job_dir)
-        if state == "pruned":
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            log.info("Trial %d pruned", trial.number)
-            return
         try:
-            value = float(result.return_value)
-        except Exception as exc:  # the job failed or returned nothing: the study goes on without it
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            log.warning("Trial %d failed: %s", trial.number, exc)
-            return
-        study.tell(trial, value)
-        log.info("Trial %d: %s", trial.number, value)
+            if job_dir is not None:
+                trial.set_user_attr("job_dir", str(job_dir))
+            state = _job_state(job_dir)
+            if state == "pruned":
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+                log.info("Trial %d pruned", trial.number)
+                return
+            try:
+                value = float(result.return_value)
+            except Exception as exc:  # the job failed or returned nothing: the study goes on without it
+                study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                log.warning("Trial %d failed: %s", trial.number, exc)
+                return
+            study.tell(trial, value, skip_if_finished=True)
+            log.info("Trial %d: %s", trial.number, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # its heartbeat was missing for longer than the grace period (this machine paused, the database was
+            # away), so another sweeper failed it and queued it again; the retry stands, this result is dropped
+            log.warning(
+                "Trial %d was failed by another sweeper while it ran: its result (%s) is dropped", trial.number, job_dir
+            )
 
     def _write_results(self, study, spec: str, sweep_dir: Path) -> None:
         import optuna
