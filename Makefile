@@ -96,9 +96,13 @@ test: install ## the whole test suite (what CI runs); ARGS="-k datamodule" for a
 test-fast: install ## the suite without the slow end-to-end runs
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
-lint: install ## ruff check and ruff format --check; CI fails on either
+lint: install ## ruff check, ruff format --check, promtool on the alert rules; CI fails on any
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
+	@command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus (Debian, Ubuntu)," \
+		"or the release archive from prometheus.io"; exit 1; }
+	promtool check config monitoring/prometheus.yml
+	cd monitoring && promtool test rules alerts_test.yml
 
 format: install ## apply ruff format and ruff's safe fixes
 	$(BIN)/ruff check --fix $(CODE)

@@ -262,7 +262,15 @@ def test_monitoring_collects_then_is_ok_for_the_reference_and_alerts_for_changed
     gauge = (
         f'mnist_drift_psi{{model_version="{main.version}",statistic="ink_fraction"}} {changed["psi"]["ink_fraction"]}'
     )
-    assert gauge in client.get("/metrics").text
+    metrics = client.get("/metrics").text
+    assert gauge in metrics
+    # the status as the alert rules match it (monitoring/alerts.yml): 1 for the current one, 0 for the others
+    for status, value in (("alert", "1.0"), ("ok", "0.0"), ("collecting", "0.0")):
+        assert f'mnist_drift_status{{model_version="{main.version}",status="{status}"}} {value}' in metrics
+    assert f'mnist_drift_status{{model_version="{candidate.version}",status="no reference"}} 1.0' in metrics
+    verdict = f'candidate="{candidate.version}",main="{main.version}"'  # labels in alphabetical order
+    assert f'mnist_ab_verdict{{{verdict},verdict="undecided"}} 1.0' in metrics
+    assert f'mnist_ab_verdict{{{verdict},verdict="candidate worse"}} 0.0' in metrics
     assert drift(client)["models"][1] == {
         "model_version": candidate.version,
         "role": "candidate",

@@ -12,6 +12,9 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+# serving/drift.py's statuses and serving/decision.py's verdicts
+DRIFT_STATUSES = ("ok", "warn", "alert", "collecting", "no reference")
+VERDICTS = ("undecided", "candidate better", "candidate worse")
 # latency buckets from 1 ms to 10 s: one image takes a few ms, a batch of 64 large images much longer
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -62,6 +65,22 @@ class ServiceMetrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
+        # one series per state, 1 for the current one (the usual Prometheus encoding of a state): alert rules
+        # (monitoring/alerts.yml) match a state, so the thresholds stay in the service's settings
+        self.drift_status = Gauge(
+            "mnist_drift_status",
+            "The drift status of each model version (1 for its current status, 0 for the others)",
+            ["model_version", "status"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.ab_verdict = Gauge(
+            "mnist_ab_verdict",
+            "The A/B decision on the candidate (1 for the current verdict, 0 for the others)",
+            ["main", "candidate", "verdict"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
 
         self.store_available = Gauge(
             "mnist_store_available",
@@ -80,9 +99,15 @@ class ServiceMetrics:
             if digit is not None:
                 self.predictions.labels(digit=str(digit), model_version=model_version).inc()
 
-    def observe_drift(self, model_version: str, psi: dict[str, float]) -> None:
+    def observe_drift(self, model_version: str, psi: dict[str, float], status: str) -> None:
         for statistic, value in psi.items():
             self.drift.labels(model_version=model_version, statistic=statistic).set(value)
+        for state in DRIFT_STATUSES:
+            self.drift_status.labels(model_version=model_version, status=state).set(int(state == status))
+
+    def observe_verdict(self, main: str, candidate: str, verdict: str) -> None:
+        for state in VERDICTS:
+            self.ab_verdict.labels(main=main, candidate=candidate, verdict=state).set(int(state == verdict))
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # every worker's values, added up

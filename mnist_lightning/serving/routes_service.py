@@ -37,7 +37,7 @@ def drift_reports(
     reports = []
     for version, served in models.items():
         report = drift_report(served.reference, log, version, settings.monitoring, settings.client_share)
-        metrics.observe_drift(version, report["psi"])
+        metrics.observe_drift(version, report["psi"], report["status"])
         reports.append(DriftReport(model_version=version, role=experiment.role(version), **report))
     return reports
 
@@ -92,6 +92,9 @@ def prometheus(
     matter)."""
     try:
         drift_reports(models, experiment, log, settings, metrics)
+        if experiment.candidate:
+            decision = experiment.report(log, settings.ab.alpha, settings.ab.first_look)["decision"]
+            metrics.observe_verdict(experiment.main, experiment.candidate, decision["verdict"])
         metrics.store_available.set(1)
     except StoreUnavailable:
         metrics.store_available.set(0)
