@@ -33,7 +33,7 @@ lock: install ## re-resolve requirements.lock from pyproject.toml with uv: every
 
 DATA ?= $(if $(MNIST_DATA_DIR),$(MNIST_DATA_DIR),data)
 data: install ## download and verify MNIST in data/MNIST/raw, or in $$MNIST_DATA_DIR when set (training also does it)
-	$(BIN)/python -c "import sys; from mnist_lightning.data.files import fetch; sys.exit(fetch(sys.argv[1]))" "$(DATA)"
+	$(BIN)/python -m mnist_lightning.data.files "$(DATA)"
 
 train: install ## train the seed CNN for 5 epochs; ARGS="trainer.max_epochs=10 data.batch_size=128"
 	$(BIN)/python -m mnist_lightning.train $(ARGS)

@@ -118,17 +118,26 @@ def download(data_dir: str | Path, files: dict[str, FileSpec] = MNIST_FILES) -> 
         raise DataError(f"Could not download MNIST ({reason}). {how_to_fix(data_dir, files)}") from exc
 
 
-def fetch(data_dir: str | Path = "data") -> int:
-    """`make data`: download and verify the files; one line and exit status 2 when that fails."""
+def fetch(data_dir: str | Path = "data", record: str | Path | None = None) -> int:
+    """`make data` (`python -m mnist_lightning.data.files [DIR [RECORD]]`): download and verify the files; one line
+    and exit status 2 when that fails. `record`: a JSON file to write {file name: md5} to once they are verified
+    (the DVC pipeline's first stage, whose output the training stage depends on)."""
+    import json
     import sys
 
     try:
         if missing_files(data_dir):
             download(data_dir)
-        verify_files(data_dir)
+        sums = verify_files(data_dir)
     except DataError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if record is not None:  # whole or not at all: written beside, then renamed
+        record = Path(record)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        partial = record.with_name(record.name + ".partial")
+        partial.write_text(json.dumps(sums, indent=2, sort_keys=True) + "\n")
+        partial.replace(record)
     print(f"MNIST is in {raw_dir(data_dir).resolve()}")
     return 0
 
@@ -139,3 +148,9 @@ def how_to_fix(data_dir: str | Path, files: dict[str, FileSpec]) -> str:
         f"Put the four uncompressed files ({names}) in {raw_dir(data_dir).resolve()}, "
         f"or point to a folder that has them in MNIST/raw with data.data_dir=PATH (or MNIST_DATA_DIR=PATH)."
     )
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(fetch(*sys.argv[1:3]))
