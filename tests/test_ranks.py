@@ -76,3 +76,13 @@ def test_srun_ranks_name_the_folder_after_the_job(monkeypatch):
     ]
     srun(monkeypatch, rank=0, tasks=1, nodes=1)
     assert ranks.shared_run_dir(["model=cnn"]) == ["model=cnn"]  # one task: a run like any other
+
+
+def test_a_number_of_nodes_other_than_the_launchers_is_refused_in_one_line(monkeypatch):
+    from mnist_lightning.errors import UserError
+
+    ranks.check_num_nodes(3)  # no launcher: Lightning's own business
+    torchrun(monkeypatch, rank=0, world=2, per_node=1)
+    ranks.check_num_nodes(2)
+    with pytest.raises(UserError, match=r"trainer.num_nodes=3, but the launcher started 2 node\(s\): give"):
+        ranks.check_num_nodes(3)

@@ -32,6 +32,20 @@ def launched_nodes() -> int:
     return 1
 
 
+def check_num_nodes(num_nodes) -> None:
+    """Under torchrun or srun with several processes, `trainer.num_nodes` must be the number of nodes the launcher
+    started (Lightning would stop with a traceback deep in its setup)."""
+    launched = launched_nodes()
+    several = (_torchrun() and int(os.environ["WORLD_SIZE"]) > 1) or (
+        _under_srun() and int(os.environ.get("SLURM_NTASKS") or 1) > 1
+    )
+    if several and isinstance(num_nodes, int) and num_nodes != launched:
+        raise UserError(
+            f"trainer.num_nodes={num_nodes}, but the launcher started {launched} node(s): give "
+            f"trainer.num_nodes={launched}, or leave it out with trainer=ddp_multinode (it follows the launcher)"
+        )
+
+
 def shared_run_dir(args: list[str]) -> list[str]:
     """The command line of this process, with the run folder that all ranks of a multi-node launch share."""
     from mnist_lightning.cli import overrides

@@ -21,6 +21,7 @@ def fit_and_test(cfg: DictConfig, weights_from: Path | None = None, extra: dict 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from mnist_lightning.cli.build import build, build_callbacks, build_each, build_trainer
+    from mnist_lightning.cli.ranks import check_num_nodes
     from mnist_lightning.runs import layout, record
     from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
     from mnist_lightning.training.results import fit_outcome, log_results, test_best
@@ -31,6 +32,7 @@ def fit_and_test(cfg: DictConfig, weights_from: Path | None = None, extra: dict 
     started, run_dir = time.time(), Path(cfg.paths.output_dir)
     net = OmegaConf.to_container(cfg.model.net, resolve=True)
     resume = plan_resume(cfg.get("ckpt_path"), cfg.paths.outputs_root, run_dir, net, cfg.trainer)
+    check_num_nodes(cfg.trainer.get("num_nodes"))
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = build(cfg.data, "data")
