@@ -192,26 +192,40 @@ def test_sampler_resumes_mid_epoch_with_the_remaining_batches_only():
         return [b.tolist() for b in sampler]
 
     full = batches()
-    assert batches(resume=(1, 5)) == full[5:]
-    assert batches(resume=(0, 5)) == full  # a position saved in another epoch does not apply
+    assert batches(resume=(1, 5 * 8)) == full[5:]  # the positions of 5 batches of 8
+    assert batches(resume=(0, 5 * 8)) == full  # a position saved in another epoch does not apply
 
 
 def test_sampler_resumes_on_another_number_of_ranks_where_the_ranks_stopped():
-    def batches(rank, world, resume=None, size=96):
-        sampler = BatchIndexSampler(size, 8, shuffle=True, seed=5, rank=rank, world_size=world)
-        if resume:
-            sampler.resume_at(*resume)
-        sampler.set_epoch(1)
-        return [b.tolist() for b in sampler]
+    def sampler(rank, world, size=96):
+        made = BatchIndexSampler(size, 8, shuffle=True, seed=5, rank=rank, world_size=world)
+        made.set_epoch(1)
+        return made
+
+    def batches(rank, world, positions=None):
+        made = sampler(rank, world)
+        if positions is not None:
+            made.resume_at(1, positions)
+        return [b.tolist() for b in made]
 
     whole = [i for b in batches(0, 1) for i in b]
     # two ranks trained 3 batches each, then the run resumes on one: nothing is seen twice, nothing is left out
+    two = sampler(0, 2)
+    list(two)
+    done = two.positions_done(3)
+    assert done == 48
     before = [i for rank in range(2) for b in batches(rank, 2)[:3] for i in b]
-    after = [i for b in batches(0, 1, resume=(1, 3, 2)) for i in b]
+    after = [i for b in batches(0, 1, positions=done) for i in b]
     assert sorted(before + after) == list(range(96))
     assert after == whole[48:], "the same order as a run that was never stopped"
+    # the new rank counts its epoch as 6 of 12 batches done, so the epoch ends after exactly the batches left
+    one = sampler(0, 1)
+    assert one.resume_at(1, done) == 6 and len(one) - 6 == len(after) // 8
+    # resumed again later in the same epoch: the positions add up across the two resumes
+    list(one)
+    assert one.positions_done(6 + 2) == 48 + 16
     # one rank's 3 batches resumed on three: every rank gets the same number of batches, the rest is covered
-    shards = [batches(rank, 3, resume=(1, 3, 1)) for rank in range(3)]
+    shards = [batches(rank, 3, positions=24) for rank in range(3)]
     assert len({len(s) for s in shards}) == 1
     assert set(whole[:24]) | {i for s in shards for b in s for i in b} == set(range(96))
     # two ranks' uninterrupted batches b are together the single-process batch b of twice the size

@@ -114,6 +114,7 @@ def test_a_signal_to_one_node_stops_both_and_the_run_resumes_on_one_node(tmp_pat
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["state"] == "finished" and metrics["world_size"] == 1 and metrics["epochs"] == 2
     assert len(metrics["resumes"]) == 1 and metrics["global_step"] > stopped_at
+    assert "Resuming on 1 ranks instead of the checkpoint's" in output  # the epoch's batch count restated
 
 
 def test_srun_tasks_train_through_lightnings_slurm_environment(tmp_path, mnist_dir):

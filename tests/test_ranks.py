@@ -50,9 +50,15 @@ def test_the_number_of_nodes_comes_from_the_launcher(monkeypatch):
 def test_torchrun_rank_zero_names_the_folder_and_a_named_folder_or_a_sweep_is_left_alone(monkeypatch):
     torchrun(monkeypatch, rank=0, world=2, per_node=1)
     assert ranks.shared_run_dir(["model=cnn"]) == ["model=cnn"]
+    given = ["hydra.run.dir=/shared/run", "model=cnn", "hydra.output_subdir=.hydra/resume-1"]  # as a resume has it
+    assert ranks.shared_run_dir(given) == given
     torchrun(monkeypatch, rank=1, world=2, per_node=1)
-    given = ["hydra.run.dir=/shared/run", "model=cnn"]
-    assert ranks.shared_run_dir(given) == given  # also what a resume (ckpt_path=...) turns into
+    assert ranks.shared_run_dir(given) == [  # the other ranks only log beside rank 0
+        "hydra.run.dir=/shared/run",
+        "model=cnn",
+        "hydra.output_subdir=null",
+        "hydra.job.name=train_rank_1",
+    ]
     assert ranks.shared_run_dir(["-m", "seed=1,2"]) == ["-m", "seed=1,2"]
 
 
@@ -74,8 +80,12 @@ def test_srun_ranks_name_the_folder_after_the_job(monkeypatch):
         "hydra.output_subdir=null",
         "hydra.job.name=train_rank_1",
     ]
+    monkeypatch.setenv("SLURM_STEP_ID", "3")  # a second srun in the same job gets a folder of its own
+    assert ranks.shared_run_dir(["model=cnn"])[1] == "hydra.run.dir=${paths.outputs_root}/slurm-4242.3-restart1"
     srun(monkeypatch, rank=0, tasks=1, nodes=1)
     assert ranks.shared_run_dir(["model=cnn"]) == ["model=cnn"]  # one task: a run like any other
+    monkeypatch.delenv("SLURM_NTASKS")  # python run by hand inside an sbatch script without --ntasks
+    assert ranks.shared_run_dir(["model=cnn"]) == ["model=cnn"] and ranks.launched_rank() == (0, 1)
 
 
 def test_a_number_of_nodes_other_than_the_launchers_is_refused_in_one_line(monkeypatch):
@@ -86,3 +96,26 @@ def test_a_number_of_nodes_other_than_the_launchers_is_refused_in_one_line(monke
     ranks.check_num_nodes(2)
     with pytest.raises(UserError, match=r"trainer.num_nodes=3, but the launcher started 2 node\(s\): give"):
         ranks.check_num_nodes(3)
+
+
+def test_a_resume_under_a_launcher_leaves_the_lock_check_to_rank_zero(monkeypatch, tmp_path):
+    """Every rank expands ckpt_path=... into the run's folder; rank 0 may already hold the run's lock by then."""
+    import json
+
+    from mnist_lightning.cli import argv
+    from mnist_lightning.runs import lock
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- model=bn_cnn\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"0")
+    (run / lock.LOCK_FILE).write_text(json.dumps(lock.this_process()))  # rank 0 of this launch, alive
+    monkeypatch.setenv(argv.RESUMED_ENV, "")  # expansion sets it; the test's end takes it away again
+    torchrun(monkeypatch, rank=1, world=2, per_node=1)
+    expanded = argv.resume_in_place([f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    assert f"hydra.run.dir={run}" in expanded and "model=bn_cnn" in expanded
+    monkeypatch.setenv(argv.RESUMED_ENV, "")
+    torchrun(monkeypatch, rank=0, world=2, per_node=1)
+    with pytest.raises(SystemExit):  # rank 0 itself: another process trains there
+        argv.resume_in_place([f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from mnist_lightning.cli import overrides
+from mnist_lightning.cli import overrides, ranks
 from mnist_lightning.errors import UserError
 from mnist_lightning.runs import layout, lock, resolve
 
@@ -43,7 +43,7 @@ def resume_in_place(argv: list[str]) -> list[str]:
     if run_dir is None or not (run_dir / ".hydra").is_dir():
         return argv
     holder = lock.lock_holder(run_dir)
-    if holder is not None:
+    if holder is not None and ranks.launched_rank()[0] == 0:  # other ranks of a launch find rank 0's lock there
         refuse(f"ckpt_path={ckpt}: {lock.in_use_message(run_dir, holder)}")
     try:
         saved = overrides.by_key(layout.read_overrides(run_dir))

@@ -27,7 +27,7 @@ def launched_nodes() -> int:
     env = os.environ
     if env.get("LOCAL_WORLD_SIZE") and env.get("WORLD_SIZE") and env.get("GROUP_RANK") is not None:
         return max(1, int(env["WORLD_SIZE"]) // int(env["LOCAL_WORLD_SIZE"]))
-    if env.get("SLURM_NTASKS") and env.get("SLURM_NNODES") and _under_srun():
+    if env.get("SLURM_NNODES") and _under_srun():
         return int(env["SLURM_NNODES"])
     return 1
 
@@ -36,34 +36,44 @@ def check_num_nodes(num_nodes) -> None:
     """Under torchrun or srun with several processes, `trainer.num_nodes` must be the number of nodes the launcher
     started (Lightning would stop with a traceback deep in its setup)."""
     launched = launched_nodes()
-    several = (_torchrun() and int(os.environ["WORLD_SIZE"]) > 1) or (
-        _under_srun() and int(os.environ.get("SLURM_NTASKS") or 1) > 1
-    )
-    if several and isinstance(num_nodes, int) and num_nodes != launched:
+    if launched_rank()[1] > 1 and isinstance(num_nodes, int) and num_nodes != launched:
         raise UserError(
             f"trainer.num_nodes={num_nodes}, but the launcher started {launched} node(s): give "
             f"trainer.num_nodes={launched}, or leave it out with trainer=ddp_multinode (it follows the launcher)"
         )
 
 
+def launched_rank() -> tuple[int, int]:
+    """(this process's global rank, the number of processes) of a torchrun or srun launch; (0, 1) without one."""
+    env = os.environ
+    if _torchrun():
+        return int(env["RANK"]), int(env["WORLD_SIZE"])
+    if _under_srun():
+        return int(env["SLURM_PROCID"]), int(env.get("SLURM_NTASKS") or 1)
+    return 0, 1
+
+
 def shared_run_dir(args: list[str]) -> list[str]:
     """The command line of this process, with the run folder that all ranks of a multi-node launch share."""
     from mnist_lightning.cli import overrides
 
+    rank, world = launched_rank()
+    if world <= 1 or "-m" in args or "--multirun" in args:
+        return args  # one process, or a sweep (each job is its own run)
     given = {a.split("=", 1)[0].lstrip("+~") for a in args}
-    if "-m" in args or "--multirun" in args or "hydra.run.dir" in given:
-        return args  # a sweep, or a folder already named (a resume, or the user's choice): the same for every rank
-    if _torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
-        rank = int(os.environ["RANK"])
+    if "hydra.run.dir" in given:  # named already (a resume, or the user's choice): the same for every rank
+        if rank == 0:
+            return args
+        mine = {"hydra.output_subdir", "hydra.job.name"}  # a resume's .hydra/resume-<time> is rank 0's to write
+        return [*(a for a in args if a.split("=", 1)[0].lstrip("+~") not in mine), *_not_rank_zero(rank)]
+    if _torchrun():
         if rank == 0:
             return args  # names the folder as usual; publish_run_dir() tells the others
         return [*args, overrides.assign("hydra.run.dir", _wait_for_run_dir(rank)), *_not_rank_zero(rank)]
-    if _under_srun() and int(os.environ["SLURM_NTASKS"]) > 1:
-        rank, job = int(os.environ["SLURM_PROCID"]), os.environ["SLURM_JOB_ID"]
-        restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)  # a requeued job keeps its id
-        folder = "${paths.outputs_root}/slurm-" + job + (f"-restart{restart}" if restart else "")
-        return [*args, f"hydra.run.dir={folder}", *(_not_rank_zero(rank) if rank else [])]
-    return args
+    job, step = os.environ["SLURM_JOB_ID"], os.environ.get("SLURM_STEP_ID")
+    restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)  # a requeued job keeps its id
+    name = "slurm-" + job + (f".{step}" if step else "") + (f"-restart{restart}" if restart else "")
+    return [*args, "hydra.run.dir=${paths.outputs_root}/" + name, *(_not_rank_zero(rank) if rank else [])]
 
 
 def publish_run_dir(run_dir: str) -> None:

@@ -60,14 +60,17 @@ class BatchIndexSampler:
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.epoch = 0
         self._resume: tuple[int, int] | None = None
+        self.started_at, self.counted_before = 0, 0  # this iteration's first position, and batches it counts as done
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
         self.epoch = epoch
 
-    def resume_at(self, epoch: int, batches_done: int, world_size: int | None = None) -> None:
-        """Skip what the first `batches_done` batches of each of `world_size` processes (default: as many as now)
-        trained on, the next time epoch `epoch` is iterated (a mid-epoch resume, on as many or other processes)."""
-        self._resume = (epoch, batches_done, world_size or self.world_size)
+    def resume_at(self, epoch: int, positions_done: int) -> int:
+        """Skip the first `positions_done` positions of epoch `epoch`'s order (what every rank together trained on
+        before the checkpoint) the next time that epoch is iterated; returns how many of this epoch's batches, in
+        the current number of ranks, that counts as (a mid-epoch resume, on as many or other processes)."""
+        self._resume = (epoch, positions_done)
+        return len(self) - self._remaining_batches(positions_done)
 
     def shard_size(self) -> int:
         return math.ceil(self.size / self.world_size)
@@ -75,6 +78,18 @@ class BatchIndexSampler:
     def __len__(self) -> int:
         n = self.shard_size()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _remaining_batches(self, start: int) -> int:
+        rest = max(0, self.shard_size() * self.world_size - start)
+        per_rank = math.ceil(rest / self.world_size)
+        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+
+    def positions_done(self, batches_done: int) -> int:
+        """Positions of this epoch's order trained on after `batches_done` batches of this iteration's count."""
+        if batches_done <= 0:
+            return 0
+        done = self.started_at + (batches_done - self.counted_before) * self.batch_size * self.world_size
+        return max(0, min(done, self.shard_size() * self.world_size))
 
     def __iter__(self):
         if self.shuffle:
@@ -87,9 +102,10 @@ class BatchIndexSampler:
         # number of ranks, so a resume skips the positions done and shards the rest among the ranks it has now
         start = 0
         if self._resume is not None:
-            epoch, done, world = self._resume
+            epoch, done = self._resume
             self._resume = None
-            start = done * self.batch_size * world if epoch == self.epoch else 0
+            start = done if epoch == self.epoch else 0
+        self.started_at, self.counted_before = start, len(self) - self._remaining_batches(start) if start else 0
         order = torch.cat([order, order[: self.shard_size() * self.world_size - self.size]])[start:]
         order = torch.cat([order, order[: -len(order) % self.world_size]])  # equal shards for every rank
         shard = order[self.rank :: self.world_size]
@@ -217,8 +233,20 @@ class MNISTDataModule(pl.LightningDataModule):
                 )
             if self._resume_position is not None:  # restored from a checkpoint: continue mid-epoch
                 position = self._resume_position
-                sampler.resume_at(position["epoch"], position["batches_done"], position.get("world_size"))
                 self._resume_position = None
+                if "positions_done" in position:
+                    positions = position["positions_done"]
+                else:  # a checkpoint from before positions were saved: batches of as many ranks as now
+                    positions = position["batches_done"] * batch_size * position.get("world_size", world)
+                counted = sampler.resume_at(position["epoch"], positions)
+                progress = trainer.fit_loop.epoch_loop.batch_progress.current if trainer is not None else None
+                if progress is not None and progress.ready != counted:
+                    # saved by another number of ranks: Lightning counts this epoch's batches in the new batches,
+                    # so that the epoch ends (and validates) after exactly the batches left
+                    log.info(
+                        "Resuming on %d ranks instead of the checkpoint's: %d batches count as done", world, counted
+                    )
+                    progress.ready = progress.started = progress.processed = progress.completed = counted
         on_device = self.on_device
         if on_device is None:  # auto: a GPU holds the whole split (43 MB of training images) and indexes batches itself
             on_device = device.type == "cuda" and self.num_workers == 0
@@ -250,7 +278,13 @@ class MNISTDataModule(pl.LightningDataModule):
         if self._train_sampler is None or self.trainer is None:
             return {}
         done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        position = {"epoch": self._train_sampler.epoch, "batches_done": done, "world_size": self.trainer.world_size}
+        sampler = self._train_sampler
+        position = {
+            "epoch": sampler.epoch,
+            "batches_done": done,
+            "world_size": self.trainer.world_size,
+            "positions_done": sampler.positions_done(done),  # what a resume on any number of ranks skips
+        }
         return {"train_position": position}
 
     def load_state_dict(self, state_dict: dict) -> None:
