@@ -83,17 +83,21 @@ class Experiment:
                 "feedback": t["feedback"],
                 "accuracy": round(t["correct"] / t["feedback"], 6) if t["feedback"] else None,
             }
-        decision = None
-        if self.candidate:  # on this experiment's answers only: both arms from the same time and traffic
-            outcomes = [log.outcomes(version, self.name) for version in (self.main, self.candidate)]
-            decision = decide(*outcomes, alpha, first_look)
         return {
             "fraction": self.fraction,
             "main": self.main,
             "candidate": self.candidate,
             "versions": versions,
-            "decision": decision,
+            "decision": self.decision(log, alpha, first_look),
         }
+
+    def decision(self, log: PredictionLog, alpha: float = 0.05, first_look: int = 100) -> dict | None:
+        """The decision on the candidate (serving/decision.py), None without one. On this experiment's answers
+        only: both arms from the same time and traffic."""
+        if not self.candidate:
+            return None
+        outcomes = [log.outcomes(version, self.name) for version in (self.main, self.candidate)]
+        return decide(*outcomes, alpha, first_look)
 
 
 def experiment_name(main_version: str, candidate_version: str) -> str:

@@ -92,8 +92,8 @@ def prometheus(
     matter)."""
     try:
         drift_reports(models, experiment, log, settings, metrics)
-        if experiment.candidate:
-            decision = experiment.report(log, settings.ab.alpha, settings.ab.first_look)["decision"]
+        decision = experiment.decision(log, settings.ab.alpha, settings.ab.first_look)
+        if decision is not None:  # the verdict alone: the per-version tallies of /ab are not needed here
             metrics.observe_verdict(experiment.main, experiment.candidate, decision["verdict"])
         metrics.store_available.set(1)
     except StoreUnavailable:
