@@ -401,3 +401,16 @@ def test_a_trial_failed_elsewhere_while_it_ran_keeps_its_failure_and_the_sweeper
     OptunaSweeper._tell(study, trial, result)
     assert study.trials[0].state == optuna.trial.TrialState.FAIL and study.trials[0].value is None
     assert "was failed by another sweeper while it ran" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "setting", [{"heartbeat_interval": -1}, {"grace_period": "abc"}, {"max_retry": -2}, {"heartbeat_interval": 0.5}]
+)
+def test_heartbeat_and_retry_settings_that_cannot_work_are_refused_by_name(setting):
+    from hydra_plugins.mnist_lightning_optuna.optuna_sweeper import OptunaSweeper, SearchError
+
+    base = {"study_name": "s", "storage": None, "direction": "maximize", "n_trials": 1, "n_jobs": 1}
+    base |= {"sampler": None, "pruner": None, "params": {}}
+    (name,) = setting
+    with pytest.raises(SearchError, match=rf"hydra.sweeper.{name}="):
+        OptunaSweeper(**base, **setting)

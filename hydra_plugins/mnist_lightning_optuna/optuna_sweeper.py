@@ -107,6 +107,11 @@ class OptunaSweeper(Sweeper):
     ) -> None:
         self.study_name, self.storage, self.direction = study_name, storage, direction
         self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
+        for name, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise SearchError(f"hydra.sweeper.{name}={value!r}: give whole seconds >= 1, or null")
+        if not isinstance(max_retry, int) or isinstance(max_retry, bool) or max_retry < 0:
+            raise SearchError(f"hydra.sweeper.max_retry={max_retry!r}: give a whole number >= 0")
         self.n_trials, self.n_jobs = n_trials, max(1, n_jobs)
         # Hydra builds the sweeper recursively: sampler and pruner arrive as Optuna objects
         self.sampler, self.pruner, self.params = sampler, pruner, dict(params or {})
