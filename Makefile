@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CODE := mnist_lightning conf tests benchmarks hydra_plugins tools notebooks
 
 .PHONY: help install lock data train evaluate predict serve export register retrain promote examples sweep search summary tensorboard \
-	notebooks benchmark benchmark-quick test test-fast lint format clean
+	notebooks benchmark benchmark-quick test test-fast lint format clean wheelhouse base-image image
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,6 +78,32 @@ DIR ?= outputs
 summary: install ## table of the runs under DIR (a sweep folder, default all of outputs/)
 	$(BIN)/python -m mnist_lightning.summarize $(DIR)
 
+# The container image (docs/container.md): RUNTIME=onnx (no torch; needs `make export`) or RUNTIME=torch.
+# BASE_IMAGE defaults to the Dockerfile's (python:3.11-slim-bookworm, from a registry); `make base-image` builds a
+# Debian one without a registry. TORCH_INDEX=https://download.pytorch.org/whl/cpu puts the CPU-only torch in the
+# torch image. pip wheel builds the wheelhouse for the Python running it (sources without a wheel, such as Hydra's
+# antlr4 runtime, are built too), so it runs on CPython 3.11 as the image's Python is.
+RUNTIME ?= onnx
+TAG ?= mnist-lightning:$(RUNTIME)
+BASE_IMAGE ?=
+TORCH_INDEX ?=
+ENGINE ?= docker
+WHEELHOUSE = build/wheelhouse/$(RUNTIME)
+wheelhouse: install ## the wheels the image installs (RUNTIME=onnx|torch) in build/wheelhouse/, pinned by the lock
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "make wheelhouse:" \
+		"the image runs CPython 3.11 and .venv has $$($(BIN)/python -V); make clean install PYTHON=python3.11"; exit 1; }
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) -c requirements.lock "setuptools>=77" \
+		$(if $(filter onnx,$(RUNTIME)),-r container/onnx-requirements.txt,".[serve,postgres,mlflow]" onnxruntime) \
+		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	rm -f $(WHEELHOUSE)/mnist_lightning-*.whl
+
+base-image: ## a Debian bookworm base image made with debootstrap, for machines without a registry (root)
+	CONTAINER_ENGINE=$(ENGINE) container/base_image.sh mnist-lightning-base:bookworm
+
+image: wheelhouse ## the service's image TAG (default mnist-lightning:onnx); BASE_IMAGE=mnist-lightning-base:bookworm
+	$(ENGINE) build --build-arg RUNTIME=$(RUNTIME) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(TAG) .
+
 tensorboard: install ## TensorBoard over every run in outputs/
 	$(BIN)/tensorboard --logdir outputs
 
@@ -96,9 +122,10 @@ test: install ## the whole test suite (what CI runs); ARGS="-k datamodule" for a
 test-fast: install ## the suite without the slow end-to-end runs
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
-lint: install ## ruff check, ruff format --check, promtool on the alert rules; CI fails on any
+lint: install ## ruff check, ruff format --check, hadolint on the Dockerfile, promtool on the alert rules; CI fails on any
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/hadolint Dockerfile
 	@command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus (Debian, Ubuntu)," \
 		"or the release archive from prometheus.io"; exit 1; }
 	promtool check config monitoring/prometheus.yml

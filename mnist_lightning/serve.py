@@ -33,7 +33,6 @@ def serve(cfg: DictConfig) -> None:
     import uvicorn
 
     from mnist_lightning.inference.model import LoadedModel
-    from mnist_lightning.inference.torch_runtime import pick_device
     from mnist_lightning.runs.resolve import resolve_model
     from mnist_lightning.serving.ab import kept_salt
     from mnist_lightning.serving.app import create_app
@@ -43,7 +42,7 @@ def serve(cfg: DictConfig) -> None:
 
     settings = service_settings(cfg)
     check_port_free(settings.host, settings.port)
-    root, device = cfg.paths.outputs_root, str(pick_device(cfg.device))
+    root, device = cfg.paths.outputs_root, serving_device(cfg.runtime, cfg.device)
     checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, root)
     model = LoadedModel.load(checkpoint, cfg.runtime, device, cfg.export_dir)
     candidate = None
@@ -93,6 +92,16 @@ def serve(cfg: DictConfig) -> None:
     return_freed_memory()
     # uvicorn's own handlers stay off (log_config=None): its lines go through Hydra's, to stderr and serve.log
     uvicorn.run(app, log_config=None, **uvicorn_options(settings))
+
+
+def serving_device(runtime: str, name: str) -> str:
+    """The torch device for runtime=torch. ONNX Runtime runs on the CPU, and torch is not imported for it: the
+    onnx container image has no torch."""
+    if runtime != "torch":
+        return "cpu"
+    from mnist_lightning.inference.torch_runtime import pick_device
+
+    return str(pick_device(name))
 
 
 def serve_workers(settings: ServeSettings, spec: str, run_dir: Path) -> None:
