@@ -18,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from helpers import ROOT, free_port
+from helpers import ROOT, free_port, run_cli
 from mnist_lightning.inference.model import LoadedModel
 
 ENGINE_HELP = (
@@ -109,11 +109,15 @@ def mounted_outputs(exported, tmp_path):
     prediction log go there); (folder, checkpoint inside the container, checkpoint here)."""
     cwd, checkpoint, _, _ = exported
     outputs = tmp_path / "outputs"
-    shutil.copytree(cwd / "outputs", outputs, ignore=shutil.ignore_patterns("serve", "*.db"))
-    for path in [outputs, *outputs.rglob("*")]:
-        os.chown(path, UID, UID)
+    shutil.copytree(cwd / "outputs", outputs, ignore=shutil.ignore_patterns("serve", "*.db", "mlartifacts"))
+    give_to_image_user(outputs)
     inside = Path("/app/outputs") / checkpoint.relative_to(cwd / "outputs")
-    return outputs, inside, checkpoint
+    return outputs, inside, outputs / checkpoint.relative_to(cwd / "outputs")
+
+
+def give_to_image_user(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, UID, UID)
 
 
 def wait_healthy(container: str, timeout: float = 180) -> str:
@@ -188,8 +192,8 @@ def compose_command() -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_compose_stack_comes_up_healthy_and_prometheus_scrapes_the_service(image, mounted_outputs):
-    outputs, inside, checkpoint = mounted_outputs
+def test_the_compose_stack_comes_up_healthy_and_prometheus_scrapes_the_service(image, mounted_outputs, mnist_dir):
+    outputs, _, checkpoint = mounted_outputs
     project = f"mnist-test-{secrets.token_hex(4)}"
     mnist_port, prometheus_port = free_port(), free_port()
     env = {
@@ -201,12 +205,13 @@ def test_the_compose_stack_comes_up_healthy_and_prometheus_scrapes_the_service(i
         "PROMETHEUS_PORT": str(prometheus_port),
         "POSTGRES_PASSWORD": secrets.token_hex(12),
     }
-    # an override file, as a user adds one: the exported checkpoint by path (best might be another of the run's)
-    override = outputs.parent / "compose.override.yaml"
-    command = ["store.url=$${oc.env:MNIST_STORE_URL}", "workers=2", f"ckpt_path={inside}"]
-    override.write_text(json.dumps({"services": {"mnist": {"command": command}}}))
-    compose = [*compose_command(), "--file", str(ROOT / "compose.yaml"), "--file", str(override)]
-    compose += ["--project-name", project, "--project-directory", str(ROOT)]
+    # the model from the registry, registered here (with its export) under the absolute path of this folder: the
+    # service finds it under /app/outputs
+    registered = run_cli("mnist_lightning.register", f"ckpt_path={checkpoint}", cwd=outputs.parent, data_dir=mnist_dir)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    give_to_image_user(outputs)
+    env["MODEL_REF"] = "registry:mnist-cnn@champion"
+    compose = [*compose_command(), "--file", str(ROOT / "compose.yaml"), "--project-name", project]
 
     def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         result = subprocess.run([*compose, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
@@ -231,6 +236,7 @@ def test_the_compose_stack_comes_up_healthy_and_prometheus_scrapes_the_service(i
         assert answer.status_code == 200, answer.text
         logs = run("logs", "mnist").stdout
         assert "postgresql+psycopg://mnist:***@postgres:5432/mnist" in logs, logs[-3000:]
+        assert "/app/outputs/registry/mnist-cnn/v1/" in logs, logs[-3000:]
         monitoring = httpx.get(f"{url}/monitoring", timeout=10).json()
         assert monitoring["models"][0]["samples"] == 1, monitoring
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import mlflow
 import pytest
@@ -234,3 +235,24 @@ def test_a_bad_registry_name_on_the_command_line_is_one_line_and_registers_nothi
     (line,) = [line for line in result.stderr.splitlines() if shown in line]
     assert "e.g. mnist-cnn" in line or "e.g. champion" in line, line
     assert store.search_registered_models() == []
+
+
+def test_a_moved_or_mounted_outputs_folder_still_resolves_its_registry(tmp_path, monkeypatch):
+    """The store records absolute artifact paths; the container image mounts outputs/ at /app/outputs. A version
+    is found in the outputs root it is asked from, and files that are gone are one clear line, no traceback."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    checkpoint = tiny_run(tmp_path / "first" / "outputs" / "run", seed=0)
+    registry.register(checkpoint, "mnist-mlp", "champion", tmp_path / "first" / "outputs", None, {})
+    sha256 = lineage.sha256sum(checkpoint)
+    (tmp_path / "first").rename(tmp_path / "moved")
+    outputs = tmp_path / "moved" / "outputs"
+    resolved = registry.resolve("registry:mnist-mlp@champion", outputs)
+    assert resolved == outputs / "registry" / "mnist-mlp" / "v1" / registry.CHECKPOINT_NAME
+    assert lineage.sha256sum(resolved) == sha256
+
+    shutil.rmtree(outputs / "registry")
+    shutil.rmtree(outputs / "mlartifacts")
+    with pytest.raises(
+        UserError, match=r"registry:mnist-mlp@champion: the files of mnist-mlp version 1 cannot be read"
+    ):
+        registry.resolve("registry:mnist-mlp@champion", outputs)

@@ -241,13 +241,23 @@ def resolve(reference: str, outputs_root: str | Path) -> Path:
     expected = (found.tags or {}).get("checkpoint_sha256")
     if checkpoint.is_file() and lineage.sha256sum(checkpoint) == expected:
         return checkpoint
+    from mlflow.exceptions import MlflowException
+
+    source = relocated(found.source, outputs_root)
     local.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=local.parent, prefix=".download-") as scratch:  # never a half copy
-        downloaded = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=found.source, dst_path=scratch, tracking_uri=tracking_uri(outputs_root)
+        try:
+            downloaded = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=scratch, tracking_uri=tracking_uri(outputs_root)
+                )
             )
-        )
+        except (MlflowException, OSError) as exc:
+            reason = str(exc).strip().splitlines()[-1]
+            raise UserError(
+                f"model_ref={reference}: the files of {found.name} version {found.version} cannot be read from "
+                f"{source} ({reason}); run where that artifact store is reachable, or give ckpt_path=FILE"
+            ) from exc
         if lineage.sha256sum(downloaded / CHECKPOINT_NAME) != expected:
             raise UserError(
                 f"model_ref={reference}: the registered checkpoint does not match its sha256 tag; "
@@ -256,6 +266,21 @@ def resolve(reference: str, outputs_root: str | Path) -> Path:
         shutil.rmtree(local, ignore_errors=True)
         downloaded.rename(local)
     return checkpoint
+
+
+def relocated(source: str, outputs_root: str | Path) -> str:
+    """Where a version's files are when the store's folder is no longer where it was written: the registry
+    records absolute paths (`<outputs_root>/mlartifacts/...`), so a moved outputs/, or one mounted elsewhere as
+    in the container image (/app/outputs), would not find them. A local source that does not exist but lies
+    inside a folder named mlartifacts is looked up in this outputs root's mlartifacts/."""
+    if "://" in source and not source.startswith("file://"):
+        return source  # a remote artifact store (s3://, http://, ...)
+    path = Path(source.removeprefix("file://"))
+    if path.exists() or "mlartifacts" not in path.parts:
+        return source
+    inner = path.parts[len(path.parts) - path.parts[::-1].index("mlartifacts") :]
+    moved = Path(artifact_location(outputs_root)).joinpath(*inner)
+    return str(moved) if moved.exists() else source
 
 
 def register(
