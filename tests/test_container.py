@@ -106,18 +106,18 @@ def image(local_images):
 @pytest.fixture
 def mounted_outputs(exported, tmp_path):
     """A copy of the exported project's outputs/ that the image's user may write (its service run folders and the
-    prediction log go there); (folder, checkpoint inside the container, checkpoint here)."""
+    prediction log go there), without root here; (folder, checkpoint inside the container, checkpoint here)."""
     cwd, checkpoint, _, _ = exported
     outputs = tmp_path / "outputs"
     shutil.copytree(cwd / "outputs", outputs, ignore=shutil.ignore_patterns("serve", "*.db", "mlartifacts"))
-    give_to_image_user(outputs)
+    writable_by_anyone(outputs)
     inside = Path("/app/outputs") / checkpoint.relative_to(cwd / "outputs")
     return outputs, inside, outputs / checkpoint.relative_to(cwd / "outputs")
 
 
-def give_to_image_user(folder: Path) -> None:
+def writable_by_anyone(folder: Path) -> None:
     for path in [folder, *folder.rglob("*")]:
-        os.chown(path, UID, UID)
+        path.chmod(0o777 if path.is_dir() else 0o666)
 
 
 def wait_healthy(container: str, timeout: float = 180) -> str:
@@ -209,7 +209,7 @@ def test_the_compose_stack_comes_up_healthy_and_prometheus_scrapes_the_service(i
     # service finds it under /app/outputs
     registered = run_cli("mnist_lightning.register", f"ckpt_path={checkpoint}", cwd=outputs.parent, data_dir=mnist_dir)
     assert registered.returncode == 0, registered.stderr[-3000:]
-    give_to_image_user(outputs)
+    writable_by_anyone(outputs)
     env["MODEL_REF"] = "registry:mnist-cnn@champion"
     compose = [*compose_command(), "--file", str(ROOT / "compose.yaml"), "--project-name", project]
 
