@@ -14,7 +14,7 @@ import onnx
 import pytest
 import torch
 
-from helpers import ROOT, run_cli, run_without, start_server, stop_server
+from helpers import ROOT, free_port, run_cli, run_without, start_server, stop_server
 from mnist_lightning.artifacts import export as artifacts
 from mnist_lightning.data.files import load_split
 from mnist_lightning.data.transforms import normalize
@@ -169,6 +169,30 @@ def test_predict_with_runtime_onnx_does_not_import_torch(exported, mnist_dir):
         env={**os.environ, "MNIST_DATA_DIR": str(mnist_dir)},
     )
     assert "torch imported: False" in result.stderr, result.stderr[-2000:]
+
+
+def test_serve_with_runtime_onnx_does_not_import_torch(exported, mnist_dir):
+    """Everything serve does before the server answers (settings, model, prediction log, the app) without torch:
+    the onnx container image has none. uvicorn.run is replaced by a report of what was imported."""
+    cwd, checkpoint, _, _ = exported
+    code = (
+        "import sys, uvicorn\n"
+        "def report(app, **options):\n"
+        "    print('app built:', type(app).__name__, 'torch imported:', 'torch' in sys.modules, file=sys.stderr)\n"
+        "uvicorn.run = report\n"
+        "sys.argv = ['serve', sys.argv[1], 'runtime=onnx', f'port={sys.argv[2]}', 'store.url=null']\n"
+        "from mnist_lightning.serve import main\n"
+        "main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, f"ckpt_path={checkpoint}", str(free_port())],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MNIST_DATA_DIR": str(mnist_dir)},
+    )
+    assert "app built: FastAPI torch imported: False" in result.stderr, result.stderr[-2000:]
 
 
 class ExportAware(torch.nn.Module):
