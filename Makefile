@@ -88,21 +88,31 @@ TAG ?= mnist-lightning:$(RUNTIME)
 BASE_IMAGE ?=
 TORCH_INDEX ?=
 ENGINE ?= docker
-WHEELHOUSE = build/wheelhouse/$(RUNTIME)
-wheelhouse: install ## the wheels the image installs (RUNTIME=onnx|torch) in build/wheelhouse/, pinned by the lock
-	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "make wheelhouse:" \
-		"the image runs CPython 3.11 and .venv has $$($(BIN)/python -V); make clean install PYTHON=python3.11"; exit 1; }
-	rm -rf $(WHEELHOUSE)
-	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) -c requirements.lock "setuptools>=77" \
+WHEELHOUSE_STAMP = build/wheelhouse/.built-$(RUNTIME)
+wheelhouse: $(WHEELHOUSE_STAMP) ## the wheels the image installs (RUNTIME=onnx|torch) in build/wheelhouse/, pinned by the lock
+
+# made again only when the lock, the dependencies or the runtime change (make -B wheelhouse forces it); one
+# runtime's wheels at a time, so that the build context holds only those
+$(WHEELHOUSE_STAMP): requirements.lock pyproject.toml container/onnx-requirements.txt | $(STAMP)
+	@$(BIN)/python -c 'import sys, sysconfig; sys.exit(sys.version_info[:2] != (3, 11) or sysconfig.get_platform() != "linux-x86_64")' \
+		|| { echo "make wheelhouse: the image runs CPython 3.11 on x86-64 Linux, and .venv has" \
+		"$$($(BIN)/python -c 'import sys, sysconfig; print(sys.version.split()[0], sysconfig.get_platform())'):" \
+		"run it on such a machine, or inside the base image (docs/container.md)"; exit 1; }
+	rm -rf build/wheelhouse
+	$(BIN)/python -m pip wheel --quiet --wheel-dir build/wheelhouse -c requirements.lock "setuptools>=77" \
 		$(if $(filter onnx,$(RUNTIME)),-r container/onnx-requirements.txt,".[serve,postgres,mlflow]" onnxruntime) \
 		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	rm -f $(WHEELHOUSE)/mnist_lightning-*.whl
+	rm -f build/wheelhouse/mnist_lightning-*.whl
+	echo $(RUNTIME) > build/wheelhouse/RUNTIME
+	touch $@
 
-base-image: ## a Debian bookworm base image made with debootstrap, for machines without a registry (root)
-	CONTAINER_ENGINE=$(ENGINE) container/base_image.sh mnist-lightning-base:bookworm
+base-image: ## Debian base images made with debootstrap, for machines without a registry (root); COMPOSE=1: also compose's
+	CONTAINER_ENGINE=$(ENGINE) container/base_image.sh $(if $(COMPOSE),--compose)
 
-image: wheelhouse ## the service's image TAG (default mnist-lightning:onnx); BASE_IMAGE=mnist-lightning-base:bookworm
-	$(ENGINE) build --build-arg RUNTIME=$(RUNTIME) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(TAG) .
+# podman: --format docker keeps the HEALTHCHECK (OCI images have none)
+image: $(WHEELHOUSE_STAMP) ## the service's image TAG (default mnist-lightning:onnx); BASE_IMAGE=mnist-lightning-base:bookworm
+	$(ENGINE) build $(if $(filter podman,$(ENGINE)),--format docker) --build-arg RUNTIME=$(RUNTIME) \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(TAG) .
 
 tensorboard: install ## TensorBoard over every run in outputs/
 	$(BIN)/tensorboard --logdir outputs

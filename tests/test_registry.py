@@ -253,6 +253,20 @@ def test_a_moved_or_mounted_outputs_folder_still_resolves_its_registry(tmp_path,
     shutil.rmtree(outputs / "registry")
     shutil.rmtree(outputs / "mlartifacts")
     with pytest.raises(
-        UserError, match=r"registry:mnist-mlp@champion: the files of mnist-mlp version 1 cannot be read"
+        UserError, match=r"registry:mnist-mlp@champion: the files of mnist-mlp version 1 could not be copied"
     ):
         registry.resolve("registry:mnist-mlp@champion", outputs)
+
+
+def test_relocated_reads_file_uris_looks_in_this_outputs_and_leaves_remote_stores_alone(tmp_path):
+    outputs = tmp_path / "my project" / "outputs"
+    files = outputs / "mlartifacts" / "1" / "abc" / "artifacts" / "model"
+    files.mkdir(parents=True)
+    assert registry.relocated(files.as_uri(), outputs) == files.as_uri()  # percent-encoded, and there
+    assert registry.relocated("/elsewhere/outputs/mlartifacts/1/abc/artifacts/model", outputs) == str(files)
+    assert registry.relocated("file:///elsewhere/outputs/mlartifacts/1/abc/artifacts/model", outputs) == str(files)
+    assert (
+        registry.relocated("/elsewhere/outputs/mlartifacts/2/none", outputs) == "/elsewhere/outputs/mlartifacts/2/none"
+    )
+    for remote in ("s3://bucket/mlartifacts/1/abc", "models:/mnist-cnn/1", "runs:/abc/model"):
+        assert registry.relocated(remote, outputs) == remote

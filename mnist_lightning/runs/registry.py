@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from mnist_lightning.errors import UserError, require_extra
 from mnist_lightning.runs import layout, lineage
@@ -253,10 +254,11 @@ def resolve(reference: str, outputs_root: str | Path) -> Path:
                 )
             )
         except (MlflowException, OSError) as exc:
-            reason = str(exc).strip().splitlines()[-1]
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             raise UserError(
-                f"model_ref={reference}: the files of {found.name} version {found.version} cannot be read from "
-                f"{source} ({reason}); run where that artifact store is reachable, or give ckpt_path=FILE"
+                f"model_ref={reference}: the files of {found.name} version {found.version} could not be copied "
+                f"from {source} to {local.parent} ({reason}); run where that artifact store is reachable and "
+                f"{local.parent} writable, or give ckpt_path=FILE"
             ) from exc
         if lineage.sha256sum(downloaded / CHECKPOINT_NAME) != expected:
             raise UserError(
@@ -273,14 +275,20 @@ def relocated(source: str, outputs_root: str | Path) -> str:
     records absolute paths (`<outputs_root>/mlartifacts/...`), so a moved outputs/, or one mounted elsewhere as
     in the container image (/app/outputs), would not find them. A local source that does not exist but lies
     inside a folder named mlartifacts is looked up in this outputs root's mlartifacts/."""
-    if "://" in source and not source.startswith("file://"):
-        return source  # a remote artifact store (s3://, http://, ...)
-    path = Path(source.removeprefix("file://"))
-    if path.exists() or "mlartifacts" not in path.parts:
-        return source
-    inner = path.parts[len(path.parts) - path.parts[::-1].index("mlartifacts") :]
-    moved = Path(artifact_location(outputs_root)).joinpath(*inner)
-    return str(moved) if moved.exists() else source
+    parsed = urlparse(source)
+    if parsed.scheme not in ("", "file"):
+        return source  # a remote artifact store (s3://, http://, ...), or MLflow's models:/ and runs:/
+    path = Path(unquote(parsed.path) if parsed.scheme == "file" else source)
+    try:
+        if path.exists():
+            return source
+    except OSError:  # a folder this user may not enter: look for a copy here
+        pass
+    for index in reversed([i for i, part in enumerate(path.parts) if part == "mlartifacts"]):
+        moved = Path(artifact_location(outputs_root)).joinpath(*path.parts[index + 1 :])
+        if moved.exists():
+            return str(moved)
+    return source
 
 
 def register(
