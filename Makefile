@@ -128,7 +128,7 @@ benchmark-quick: install ## the benchmark harness on tiny limits (figures mean n
 
 # Two pytest processes (pytest-xdist), each taking whole test files (their module fixtures built once): much of
 # the suite waits on servers, databases and subprocesses, which the other process fills. On 2 cores the whole suite
-# took 16:50 instead of 18:29 to 20:15 in one process (2-core AMD EPYC, 2026-12-06). TEST_WORKERS=0: one process.
+# took 17:01 instead of 18:29 to 20:15 in one process (2-core AMD EPYC, clean clones, 2026-12-06). TEST_WORKERS=0: one.
 TEST_WORKERS ?= 2
 PYTEST = $(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 test: install ## the whole test suite (what CI runs); ARGS="-k datamodule" for a part, TEST_WORKERS=0 in one process
