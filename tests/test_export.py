@@ -160,14 +160,7 @@ def test_predict_with_runtime_onnx_does_not_import_torch(exported, mnist_dir):
         "from mnist_lightning.predict import main\ntry:\n    main()\nfinally:\n"
         "    print('torch imported:', 'torch' in sys.modules, file=sys.stderr)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, f"image={ROOT / 'examples' / '1_paper.jpg'}", f"ckpt_path={checkpoint}"],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "MNIST_DATA_DIR": str(mnist_dir)},
-    )
+    result = python_code(code, f"image={ROOT / 'examples' / '1_paper.jpg'}", f"ckpt_path={checkpoint}", cwd, mnist_dir)
     assert "torch imported: False" in result.stderr, result.stderr[-2000:]
 
 
@@ -184,15 +177,20 @@ def test_serve_with_runtime_onnx_does_not_import_torch(exported, mnist_dir):
         "from mnist_lightning.serve import main\n"
         "main()"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code, f"ckpt_path={checkpoint}", str(free_port())],
+    result = python_code(code, f"ckpt_path={checkpoint}", str(free_port()), cwd, mnist_dir)
+    assert "app built: FastAPI torch imported: False" in result.stderr, result.stderr[-2000:]
+
+
+def python_code(code: str, first: str, second: str, cwd, mnist_dir) -> subprocess.CompletedProcess:
+    """`python -c code first second` in the project folder, as the commands run there."""
+    return subprocess.run(
+        [sys.executable, "-c", code, first, second],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "MNIST_DATA_DIR": str(mnist_dir)},
     )
-    assert "app built: FastAPI torch imported: False" in result.stderr, result.stderr[-2000:]
 
 
 class ExportAware(torch.nn.Module):
