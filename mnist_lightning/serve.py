@@ -96,9 +96,12 @@ def serve(cfg: DictConfig) -> None:
 
 def serving_device(runtime: str, name: str) -> str:
     """The torch device for runtime=torch. ONNX Runtime runs on the CPU, and torch is not imported for it: the
-    onnx container image has no torch."""
-    if runtime != "torch":
+    onnx container image has no torch. With runtime=auto the device is resolved once the runtime is chosen
+    (LoadedModel.load), so that torch is imported only when it runs the model."""
+    if runtime == "onnx":
         return "cpu"
+    if runtime == "auto":
+        return name
     from mnist_lightning.inference.torch_runtime import pick_device
 
     return str(pick_device(name))

@@ -116,6 +116,20 @@ def test_an_export_of_another_checkpoint_is_refused(exported, trained, tmp_path)
         LoadedModel.load(other, "onnx", export_dir=folder)
 
 
+def test_runtime_auto_runs_the_export_only_when_it_is_this_checkpoints(exported, trained, tmp_path):
+    """serve's default: ONNX Runtime for a checkpoint exported as it is, PyTorch for the rest."""
+    _, checkpoint, folder, _ = exported
+    assert LoadedModel.load(checkpoint, "auto").runtime == "onnxruntime"
+    assert LoadedModel.load(checkpoint, "auto", device="auto").runtime == "onnxruntime"
+    assert LoadedModel.load(checkpoint, "auto", export_dir=tmp_path).runtime == "torch"  # nothing exported there
+    other = next((trained[1] / "checkpoints").glob("epoch_00-*.ckpt"))
+    assert LoadedModel.load(other, "auto", export_dir=folder).runtime == "torch"  # another checkpoint's export
+    assert LoadedModel.load(checkpoint, "auto", device="cpu").classifier.probabilities([np.zeros((28, 28))]).shape == (
+        1,
+        10,
+    )
+
+
 def predictions(cwd, mnist_dir, checkpoint, tmp_path, *extra) -> list[dict]:
     out = tmp_path / f"predictions{len(extra)}.jsonl"
     result = run_cli(
@@ -164,16 +178,18 @@ def test_predict_with_runtime_onnx_does_not_import_torch(exported, mnist_dir):
     assert "torch imported: False" in result.stderr, result.stderr[-2000:]
 
 
-def test_serve_with_runtime_onnx_does_not_import_torch(exported, mnist_dir):
+@pytest.mark.parametrize("runtime", ["runtime=onnx", "runtime=auto"])
+def test_serve_with_runtime_onnx_or_an_export_does_not_import_torch(exported, mnist_dir, runtime):
     """Everything serve does before the server answers (settings, model, prediction log, the app) without torch:
-    the onnx container image has none. uvicorn.run is replaced by a report of what was imported."""
+    the onnx container image has none; nor does the default (runtime=auto) with an export. uvicorn.run is replaced
+    by a report of what was imported."""
     cwd, checkpoint, _, _ = exported
     code = (
         "import sys, uvicorn\n"
         "def report(app, **options):\n"
         "    print('app built:', type(app).__name__, 'torch imported:', 'torch' in sys.modules, file=sys.stderr)\n"
         "uvicorn.run = report\n"
-        "sys.argv = ['serve', sys.argv[1], 'runtime=onnx', f'port={sys.argv[2]}', 'store.url=null']\n"
+        f"sys.argv = ['serve', sys.argv[1], '{runtime}', f'port={{sys.argv[2]}}', 'store.url=null']\n"
         "from mnist_lightning.serve import main\n"
         "main()"
     )

@@ -5,7 +5,11 @@ and test_page.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,7 +22,7 @@ from mnist_lightning.runs import lineage
 from mnist_lightning.serve import service_settings
 from mnist_lightning.serving.ab import hashed_share
 from mnist_lightning.serving.app import create_app
-from mnist_lightning.serving.settings import AB, Auth, Limits, Monitoring, ServeSettings, Store
+from mnist_lightning.serving.settings import AB, Auth, Batching, Limits, Monitoring, ServeSettings, Store
 
 EXAMPLE = ROOT / "examples" / "1_paper.jpg"
 WINDOW = 30
@@ -120,6 +124,63 @@ def test_a_bad_prediction_request_gets_its_status_and_a_detail(client, what, arg
         assert set(body) == {"detail"}
     if "body over" in what:  # refused before it is read: the connection is not reused
         assert response.headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream", "IMAGE/PNG; charset=x"])
+def test_predict_takes_the_image_as_the_whole_body_too(client, content_type):
+    """`curl --data-binary @digit.png -H 'Content-Type: image/png'`: no form to parse, the same answer."""
+    digit = png_bytes(scribbles(1, seed=3)[0])
+    form = predict(client, files={"file": ("d.png", digit)}, headers=TO_MAIN)
+    raw = predict(client, content=digit, headers={**TO_MAIN, "content-type": content_type})
+    assert raw["probabilities"] == form["probabilities"] and raw["request_id"] != form["request_id"]
+    refused = client.post("/predict", content=b"plain text", headers={"content-type": "image/png"})
+    assert refused.status_code == 400 and refused.json() == {
+        "detail": "body: not a readable image (the formats read here are PNG, JPEG, BMP, GIF, WEBP, PPM)"
+    }
+    empty = client.post("/predict", content=b"", headers={"content-type": "image/png"})
+    assert empty.status_code == 400 and empty.json()["detail"] == "body: empty file"
+
+
+class Gated:
+    """A classifier that holds its first forward pass until `release` is set (and says when it has begun)."""
+
+    def __init__(self, classifier) -> None:
+        self.inner, self.runtime = classifier, classifier.runtime
+        self.begun, self.release, self.passes = threading.Event(), threading.Event(), []
+
+    def probabilities(self, digits):
+        self.passes.append(len(digits))
+        self.begun.set()
+        assert self.release.wait(10), "never released"
+        return self.inner.probabilities(digits)
+
+
+@pytest.mark.parametrize("max_batch", [16, 1])
+def test_requests_in_flight_together_share_one_forward_pass_and_each_is_logged(models, max_batch):
+    main, _ = models
+    gated = Gated(main.classifier)
+    settings = ServeSettings(batching=Batching(max_batch=max_batch))
+    digits = [png_bytes(drawn) for drawn in scribbles(8, seed=9)]
+    alone = [predict(TestClient(create_app(main)), files={"file": ("d.png", d)})["probabilities"] for d in digits]
+    with (
+        TestClient(create_app(dataclasses.replace(main, classifier=gated), settings)) as client,
+        ThreadPoolExecutor(8) as pool,
+    ):
+        first = pool.submit(predict, client, files={"file": ("0.png", digits[0])})
+        assert gated.begun.wait(10)
+        rest = [pool.submit(predict, client, files={"file": (f"{i}.png", d)}) for i, d in enumerate(digits) if i]
+        time.sleep(0.3)  # the other seven arrive while the first pass is held
+        gated.release.set()
+        answers = [first.result(10)] + [future.result(10) for future in rest]
+        tallies = client.get("/ab").json()["versions"][main.version]
+        metrics = client.get("/metrics").text
+    assert [answer["probabilities"] for answer in answers] == alone  # each its own answer, in order
+    assert len({answer["request_id"] for answer in answers}) == 8 and tallies["requests"] == 8
+    if max_batch > 1:
+        assert gated.passes == [1, 7]  # the seven that waited went through in one pass
+        assert "mnist_forward_pass_images_count 2.0" in metrics and "mnist_forward_pass_images_sum 8.0" in metrics
+    else:  # no batching: each request alone, side by side in the thread pool
+        assert gated.passes == [1] * 8
 
 
 def test_a_batch_answers_every_file_in_order_and_a_bad_one_alone(client):

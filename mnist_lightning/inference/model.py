@@ -5,6 +5,7 @@ with its version id, network spec, run folder, metrics and export, and the class
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from mnist_lightning.errors import UserError
 from mnist_lightning.inference import preprocess
 from mnist_lightning.runs import layout, lineage, model_json
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx", "auto")  # auto: onnx when this checkpoint has an export and onnxruntime is here
 
 
 @dataclass
@@ -50,6 +51,9 @@ class LoadedModel:
     def load(
         cls, checkpoint: str | Path, runtime: str = "torch", device: str = "cpu", export_dir: str | Path | None = None
     ) -> LoadedModel:
+        """`runtime=auto` runs the checkpoint's export in ONNX Runtime when there is one (made from this very
+        checkpoint), onnxruntime is installed and `device` is cpu or auto; the checkpoint in PyTorch otherwise.
+        `device=auto` is the GPU when torch sees one (runtime torch only)."""
         if runtime not in RUNTIMES:
             raise UserError(f"runtime={runtime}: use {' or '.join(RUNTIMES)}")
         checkpoint = Path(checkpoint).resolve()
@@ -68,8 +72,14 @@ class LoadedModel:
                     f"export that checkpoint (python -m mnist_lightning.export ckpt_path={checkpoint})"
                 )
             export = None  # another checkpoint's export: neither its files nor its reference apply
+        if runtime == "auto":
+            exported = export is not None and "onnx" in export.get("files", {})
+            runnable = exported and device in ("auto", "cpu") and find_spec("onnxruntime") is not None
+            runtime = "onnx" if runnable else "torch"
         if runtime == "torch":
-            from mnist_lightning.inference.torch_runtime import TorchModel
+            from mnist_lightning.inference.torch_runtime import TorchModel, pick_device
+
+            device = str(pick_device(device))
             from mnist_lightning.models import checkpoint as checkpoints
 
             state = checkpoints.read(checkpoint, map_location=device)

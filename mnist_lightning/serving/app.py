@@ -19,6 +19,7 @@ from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving import routes_ab, routes_predict, routes_service
 from mnist_lightning.serving.ab import Experiment
 from mnist_lightning.serving.access import require_token, within_rate
+from mnist_lightning.serving.batching import MicroBatcher
 from mnist_lightning.serving.limits import BodySizeLimit, ClientLimits, DecodeBudget
 from mnist_lightning.serving.metrics import RequestMetrics, ServiceMetrics
 from mnist_lightning.serving.schemas import error_responses
@@ -62,6 +63,12 @@ def create_app(
     app.state.log = log if log is not None else PredictionLog(settings.store.url, settings.store.keep_inputs)
     app.state.metrics = metrics
     app.state.decode_budget = DecodeBudget(settings.limits.decode_budget_bytes, settings.limits.decode_wait_s)
+    answers = routes_predict.Answers(models, experiment, app.state.log, metrics)
+    app.state.predictor = routes_predict.Predictor(answers, settings.limits, app.state.decode_budget)
+    if settings.batching.max_batch > 1:
+        app.state.predictor.batcher = MicroBatcher(
+            app.state.predictor.process, settings.batching.max_batch, settings.batching.max_wait_ms / 1000
+        )
     app.state.client_limits = ClientLimits(settings.limits.requests_per_minute, settings.limits.feedback_per_hour)
     # with a token, the routes that change the service's state need it (the prediction routes with auth.predict);
     # declared only then, so the OpenAPI schema says exactly what a client must send

@@ -96,9 +96,10 @@ class DecodeBudget:
         self._changed = threading.Condition()
 
     @contextlib.contextmanager
-    def reserve(self, cost: int):
+    def reserve(self, cost: int, wait: bool = True):
+        """Hold `cost` bytes of the budget; without `wait`, Busy at once when they are not free now."""
         with self._changed:
-            if not self._changed.wait_for(lambda: self.free >= cost, timeout=self.wait_s):
+            if not self._changed.wait_for(lambda: self.free >= cost, timeout=self.wait_s if wait else 0):
                 raise Busy(
                     f"the server is decoding other large images and has no room for one of {cost / 1e6:,.0f} MB "
                     f"for now: send it again in a few seconds, or scale it down"

@@ -40,9 +40,15 @@ class ServiceMetrics:
         )
         self.model_latency = Histogram(
             "mnist_model_duration_seconds",
-            "Time to preprocess and classify one request's images, by model version",
+            "Time to classify the images of one forward pass, by model version",
             ["model_version"],
             buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.forward_images = Histogram(
+            "mnist_forward_pass_images",
+            "Images per forward pass: a /predict/batch request's, or the /predict requests micro-batched together",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
         self.predictions = Counter(
@@ -95,6 +101,7 @@ class ServiceMetrics:
     def observe_answers(self, model_version: str, predictions: list[int | None], seconds: float) -> None:
         self.answers.labels(model_version=model_version).inc(len(predictions))
         self.model_latency.labels(model_version=model_version).observe(seconds)
+        self.forward_images.observe(len(predictions))
         for digit in predictions:
             if digit is not None:
                 self.predictions.labels(digit=str(digit), model_version=model_version).inc()

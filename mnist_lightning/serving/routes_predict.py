@@ -14,12 +14,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Header, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, Header, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 
 from mnist_lightning.inference import preprocess, statistics
 from mnist_lightning.inference.model import LoadedModel
 from mnist_lightning.serving.ab import Experiment
 from mnist_lightning.serving.access import Caller, CallerDep, same_origin, within_rate
+from mnist_lightning.serving.batching import MicroBatcher
 from mnist_lightning.serving.limits import Busy, DecodeBudget
 from mnist_lightning.serving.metrics import ServiceMetrics
 from mnist_lightning.serving.schemas import BatchItem, BatchPrediction, Prediction, error_responses
@@ -50,8 +53,8 @@ ClientId = Annotated[
 
 @dataclass
 class Answers:
-    """The answers of one model version to prepared images: logged (store/) with the request id that /feedback
-    refers to, committed before they are returned, then counted in the metrics."""
+    """The answers of model versions to prepared images: logged (store/) with the request id that /feedback
+    refers to, committed before they are returned (one transaction for all), then counted in the metrics."""
 
     models: dict[str, LoadedModel]
     experiment: Experiment
@@ -59,33 +62,41 @@ class Answers:
     metrics: ServiceMetrics
 
     def __call__(self, version: str, prepared: list[preprocess.Prepared], caller: Caller) -> list[dict]:
-        started = time.perf_counter()
-        answers = self.models[version].answer(prepared)
-        seconds = time.perf_counter() - started
-        role = self.experiment.role(version)
-        # a token holder's answers are not counted against a client's share of the drift window
-        address, client_id = (None, None) if caller.trusted else (caller.address, caller.client_id)
-        results, logged = [], []
-        for result, digit in answers:
-            request_id = uuid.uuid4().hex
-            found = digit is not None and result["prediction"] is not None
-            logged.append(
-                Answer(
-                    request_id,
-                    version,
-                    role,
-                    result["prediction"],
-                    result["confidence"],
-                    digit,
-                    statistics.digit_statistics(digit) if found else None,
-                    address,
-                    client_id,
-                    self.experiment.name,
+        """One caller's images, answered by one version."""
+        return self.many({version: [(ready, caller) for ready in prepared]})[version]
+
+    def many(self, groups: dict[str, list[tuple[preprocess.Prepared, Caller]]]) -> dict[str, list[dict]]:
+        """Per version, its images (each with its caller) in one forward pass; the results in the same order."""
+        results, logged, observed = {}, [], []
+        for version, items in groups.items():
+            started = time.perf_counter()
+            answers = self.models[version].answer([ready for ready, _ in items])
+            observed.append((version, [result["prediction"] for result, _ in answers], time.perf_counter() - started))
+            role = self.experiment.role(version)
+            results[version] = []
+            for (result, digit), (_, caller) in zip(answers, items, strict=True):
+                # a token holder's answers are not counted against a client's share of the drift window
+                address, client_id = (None, None) if caller.trusted else (caller.address, caller.client_id)
+                request_id = uuid.uuid4().hex
+                found = digit is not None and result["prediction"] is not None
+                logged.append(
+                    Answer(
+                        request_id,
+                        version,
+                        role,
+                        result["prediction"],
+                        result["confidence"],
+                        digit,
+                        statistics.digit_statistics(digit) if found else None,
+                        address,
+                        client_id,
+                        self.experiment.name,
+                    )
                 )
-            )
-            results.append({**result, "model_version": version, "request_id": request_id})
+                results[version].append({**result, "model_version": version, "request_id": request_id})
         self.log.record(logged)  # StoreUnavailable: 503, and no answer is given that the log does not hold
-        self.metrics.observe_answers(version, [result["prediction"] for result, _ in answers], seconds)
+        for version, predictions, seconds in observed:
+            self.metrics.observe_answers(version, predictions, seconds)
         return results
 
 
@@ -103,10 +114,10 @@ class Decoder:
 
     limits: Limits
     budget: DecodeBudget
+    wait: bool = True  # False: Busy at once when the budget has no room now, rather than waiting for it
     spent: int = 0
 
-    def load(self, upload: UploadFile) -> preprocess.Prepared:
-        name = upload.filename or "upload"
+    def load(self, data: bytes, name: str) -> preprocess.Prepared:
 
         @contextlib.contextmanager
         def reserve(cost: int):
@@ -116,14 +127,15 @@ class Decoder:
                     f"{self.spent / 1e6:,.0f} of the {self.limits.max_request_bytes / 1e6:,.0f} MB one request may "
                     f"decode: send it in another request"
                 )
-            with self.budget.reserve(cost):  # counted once granted: a file turned away (503) costs nothing
+            # counted once granted: a file turned away (503) costs nothing
+            with self.budget.reserve(cost, wait=self.wait):
                 self.spent += cost
                 yield
 
         limits = preprocess.DecodeLimits(
             self.limits.max_pixels, self.limits.max_image_bytes, reserve, preprocess.SERVICE_FORMATS
         )
-        return preprocess.load_digit(upload.file.read(), name, limits)
+        return preprocess.load_digit(data, name, limits)
 
 
 async def decoder(settings: SettingsDep, budget: DecodeBudgetDep) -> Decoder:
@@ -132,27 +144,140 @@ async def decoder(settings: SettingsDep, budget: DecodeBudgetDep) -> Decoder:
 
 DecoderDep = Annotated[Decoder, Depends(decoder)]
 
+RAW_TYPES = ("image/", "application/octet-stream")  # a request whose body is the image itself
+
+
+@dataclass
+class Body:
+    """A request's body that is the image itself (`Content-Type: image/png`, `image/jpeg`... or
+    `application/octet-stream`), read by the same Decoder as an uploaded file."""
+
+    data: bytes
+    filename: str = "body"
+
+
+async def image_body(request: Request) -> Body | None:
+    """The body as the image when its Content-Type says it is one; None for a form (or anything else)."""
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith(RAW_TYPES):
+        return Body(await request.body())  # within limits.max_body_bytes: BodySizeLimit reads it first
+    return None
+
+
+ImageBodyDep = Annotated[Body | None, Depends(image_body)]
+MISSING_FILE = [
+    {
+        "type": "missing",
+        "loc": ("body", "file"),
+        "msg": "Field required: send the image as the form field 'file', or as the body with Content-Type: "
+        "image/png (or the image's own type)",
+        "input": None,
+    }
+]
+
 
 def status_of(error: Exception) -> int:
     return 503 if isinstance(error, Busy) else 413 if isinstance(error, preprocess.ImageTooLarge) else 400
 
 
-@router.post("/predict", response_model=Prediction)
-def predict(
-    file: Annotated[UploadFile, File(description="one image of a digit")],
+def refusal(error: preprocess.ImageError | Busy) -> HTTPException:
+    headers = {"Retry-After": "5"} if isinstance(error, Busy) else None
+    return HTTPException(status_of(error), str(error), headers=headers)
+
+
+@dataclass
+class Job:
+    """One /predict request: its image's bytes, the version chosen to answer it, and who asked."""
+
+    data: bytes
+    name: str
+    version: str
+    caller: Caller
+
+
+DEFERRED = "deferred"  # a batch's job whose image had no room in the decode budget at once: answered on its own
+
+
+@dataclass
+class Predictor:
+    """/predict's work: decode each job's image, answer them by version in one forward pass each, log all in one
+    transaction. With a MicroBatcher (serving.batching.max_batch > 1), requests in flight together share that
+    work; without, each request does it alone in the thread pool."""
+
+    answers: Answers
+    limits: Limits
+    budget: DecodeBudget
+    batcher: MicroBatcher | None = None
+
+    async def __call__(self, job: Job) -> dict:
+        outcome = DEFERRED if self.batcher is None else await self.batcher.submit(job)
+        if outcome is DEFERRED:
+            (outcome,) = await run_in_threadpool(self.process, [job], True)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def process(self, jobs: list[Job], wait: bool = False) -> list[dict | HTTPException | str]:
+        """One outcome per job: its result, the HTTPException refusing its image, or DEFERRED. In a batch
+        (`wait` False) an image that would wait for the decode budget is left to its own request, so that the
+        others are not held up with it."""
+        outcomes: list = [None] * len(jobs)
+        groups: dict[str, list[tuple[int, preprocess.Prepared, Caller]]] = {}
+        for index, job in enumerate(jobs):
+            try:
+                prepared = Decoder(self.limits, self.budget, wait=wait).load(job.data, job.name)
+            except Busy as exc:
+                outcomes[index] = refusal(exc) if wait else DEFERRED
+            except preprocess.ImageError as exc:
+                outcomes[index] = refusal(exc)
+            else:
+                groups.setdefault(job.version, []).append((index, prepared, job.caller))
+        if groups:
+            answered = self.answers.many(
+                {version: [(ready, caller) for _, ready, caller in items] for version, items in groups.items()}
+            )
+            for version, items in groups.items():
+                for (index, _, _), result in zip(items, answered[version], strict=True):
+                    outcomes[index] = result
+        return outcomes
+
+
+async def predictor(request: Request) -> Predictor:
+    return request.app.state.predictor
+
+
+PredictorDep = Annotated[Predictor, Depends(predictor)]
+
+
+@router.post(
+    "/predict",
+    response_model=Prediction,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+)
+async def predict(
     experiment: ExperimentDep,
-    answer: AnswersDep,
-    decoder: DecoderDep,
+    predictor: PredictorDep,
     caller: CallerDep,
+    body: ImageBodyDep,
+    file: Annotated[UploadFile | None, File(description="one image of a digit")] = None,
     x_client_id: ClientId = None,
 ) -> Prediction:
-    """The digit in one image, with the probability of each class; prediction null for a blank image."""
-    try:
-        prepared = decoder.load(file)
-    except (preprocess.ImageError, Busy) as exc:
-        headers = {"Retry-After": "5"} if isinstance(exc, Busy) else None
-        raise HTTPException(status_of(exc), str(exc), headers=headers) from None
-    (result,) = answer(experiment.choose(x_client_id), [prepared], caller)
+    """The digit in one image, with the probability of each class; prediction null for a blank image. The image
+    is the form field `file` (multipart/form-data), or the whole body with its own Content-Type (`image/png`,
+    `image/jpeg`, ... or `application/octet-stream`), which skips parsing a form."""
+    if body is None and file is None:
+        raise RequestValidationError(MISSING_FILE)
+    data = body.data if body is not None else await file.read()
+    name = (body or file).filename or "upload"
+    # async: the request waits on the event loop; decoding and the model run in the thread pool (batching.py)
+    result = await predictor(Job(data, name, experiment.choose(x_client_id), caller))
     return Prediction(**result)
 
 
@@ -178,7 +303,7 @@ def predict_batch(
     prepared, places = [], []
     for index, upload in enumerate(files):
         try:
-            prepared.append(decoder.load(upload))
+            prepared.append(decoder.load(upload.file.read(), upload.filename or "upload"))
             places.append(index)
         except (preprocess.ImageError, Busy) as exc:
             items[index] = BatchItem(filename=upload.filename or "upload", error=str(exc), status=status_of(exc))

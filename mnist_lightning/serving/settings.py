@@ -1,6 +1,7 @@
 """The service's settings as one pydantic model: every default and every allowed range of conf/serve.yaml's
-service keys (host, port, workers, limits.*, store.*, auth.*, cors.*, ab.*, monitoring.*, graceful_shutdown_s,
-root_path, trusted_proxies) lives here. docs/security.md explains what the limits and the token protect.
+service keys (host, port, workers, limits.*, store.*, auth.*, cors.*, ab.*, monitoring.*, batching.*,
+graceful_shutdown_s, root_path, trusted_proxies) lives here. docs/security.md explains what the limits and the
+token protect.
 
 `python -m mnist_lightning.serve` validates its config with it before loading a model; `create_app(model)` in a
 test or a notebook gets the same defaults. The model-selection keys (ckpt_path, model_ref, device, runtime,
@@ -162,6 +163,16 @@ class Monitoring(Group):
         return min(self.min_samples, self.window)
 
 
+class Batching(Group):
+    # serving/batching.py: requests in flight together share one forward pass and one commit of the log
+    max_batch: int = Field(
+        16, ge=1, le=1024, description="images of concurrent /predict requests answered together; 1: each alone"
+    )
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=1000, description="how long a batch smaller than max_batch waits for more requests; 0: none"
+    )
+
+
 class ServeSettings(Group):
     host: str = Field("127.0.0.1", description="127.0.0.1: this machine only; 0.0.0.0: every network interface")
     port: int = Field(8000, ge=1, le=65535)
@@ -170,6 +181,7 @@ class ServeSettings(Group):
     store: Store = Store()
     ab: AB = AB()
     monitoring: Monitoring = Monitoring()
+    batching: Batching = Batching()
     graceful_shutdown_s: int = Field(10, ge=0, description="seconds in-flight requests get after Ctrl-C or SIGTERM")
     root_path: str = Field("", description="the path prefix a reverse proxy serves the app under, e.g. /mnist")
     auth: Auth = Auth()

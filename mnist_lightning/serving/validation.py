@@ -32,7 +32,8 @@ def explain(route: str | None, errors: list[dict]) -> str:
         )
     if "file" in missing:
         return (
-            "missing form field 'file': send the image as multipart/form-data, e.g. curl -F file=@digit.png .../predict"
+            "missing form field 'file': send the image as multipart/form-data (curl -F file=@digit.png .../predict) "
+            "or as the body with its type (curl --data-binary @digit.png -H 'Content-Type: image/png' .../predict)"
         )
     first = errors[0] if errors else {}
     where = ".".join(str(part) for part in first.get("loc", ()))
