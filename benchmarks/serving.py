@@ -1,113 +1,242 @@
-"""Serving: requests/s and latency of the HTTP service, a server process and client threads on one machine."""
+"""Serving: requests/s and latency of the HTTP service, a server and a load generator on one machine.
+
+The load generator is a lean asyncio client (keep-alive connections, each sending its next request when the
+answer to the last has arrived, requests encoded once): it takes a fraction of a millisecond of CPU a request,
+so that on a 2-core machine the figures are the server's rather than the client's. Each server configuration
+is started once, exported model and all, and measured with 1, 8 and 32 clients.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import subprocess
 import sys
-import threading
 import time
+from pathlib import Path
 
 from benchmarks.harness import Bench, log, median, percentile
 from benchmarks.report import row
 
+CLIENTS = (1, 8, 32)
+# name: (overrides, the payloads measured). "before" is the baseline: the service without this round's options
+# (the checkpoint in PyTorch, every request alone in the thread pool); the others turn one option off or on.
+CONFIGS = {
+    "defaults": ([], ("28x28 PNG", "28x28 PNG, raw body", "280x280 canvas PNG")),
+    "batching off": (["batching.max_batch=1"], ("28x28 PNG", "28x28 PNG, raw body")),
+    "runtime=torch": (["runtime=torch"], ("28x28 PNG",)),
+    "workers=2": (["workers=2"], ("28x28 PNG",)),
+    "before": (["runtime=torch", "batching.max_batch=1"], ("28x28 PNG", "28x28 PNG, raw body")),
+}
+TARGETS = {1: ("p50", "<= 3 ms"), 8: ("rate", ">= 500 requests/s")}
+
 
 def serving(bench: Bench) -> list[dict]:
-    """`python -m mnist_lightning.serve` over HTTP on loopback: requests/s and latency of POST /predict with 1
-    and 8 concurrent clients, for a 28x28 PNG and a 280x280 canvas-sized PNG (a digit drawn as on the page)."""
-    import httpx
+    """`python -m mnist_lightning.serve` over HTTP on loopback, the model exported (so the default runtime is ONNX
+    Runtime): requests/s, p50 and p99 of POST /predict with 1, 8 and 32 clients, for each configuration above."""
+    checkpoint = exported_checkpoint(bench)
+    payloads = make_payloads(bench)
+    seconds = 0.5 if bench.quick else 3.0
+    measured: dict[tuple[str, str, int], dict] = {}
+    for config, (overrides, names) in CONFIGS.items():
+        if bench.quick and config not in ("defaults", "before"):
+            continue
+        with Server(bench, checkpoint, overrides, config) as port:
+            for name in names:
+                for clients in CLIENTS:
+                    rounds = [load(port, payloads[name], clients, seconds) for _ in range(bench.repeats)]
+                    figures = {key: median([r[key] for r in rounds]) for key in ("rate", "p50", "p99")}
+                    measured[config, name, clients] = {**figures, "rounds": rounds}
+                    log(
+                        f"   serving [{config}] {name}, {clients} client(s): {figures['rate']:.0f} req/s, "
+                        f"p50 {figures['p50']:.2f} ms, p99 {figures['p99']:.2f} ms"
+                    )
+    how = (
+        f"{{clients}} keep-alive connection(s) from one asyncio client process on 127.0.0.1, each sending its "
+        f"next request when the last is answered, for {seconds} s a round after a warm-up round; median of "
+        f"{bench.repeats} rounds (p50 and p99 too); server: python -m mnist_lightning.serve, the seed CNN exported "
+        f"(the training figures' checkpoint, else untrained weights: the cost is the same), prediction log on "
+        f"SQLite; the baseline: runtime=torch batching.max_batch=1 in the same run"
+    )
+    rows = []
+    for (config, name, clients), figures in measured.items():
+        if config == "before":
+            continue
+        before = measured.get(("before", name, clients)) if config == "defaults" else None
+        label = name if config == "defaults" else f"{name}, {config}"
+        metric, goal = TARGETS.get(clients, ("", ""))
+        goal = goal if config == "defaults" and name == "28x28 PNG" else ""
+        rate, p50 = round(figures["rate"], 1), round(figures["p50"], 2)
+        rows += [
+            row(
+                "serving",
+                f"/predict, {label}, {clients} client(s) (requests/s)",
+                rate,
+                before and round(before["rate"], 1),
+                unit="req/s",
+                better="higher",
+                target=goal if metric == "rate" else "",
+                met=(rate >= 500) if goal and metric == "rate" else None,
+                method=how.format(clients=clients),
+                runs={"ours": figures["rounds"], "baseline": before and before["rounds"]},
+            ),
+            row(
+                "serving",
+                f"/predict, {label}, {clients} client(s), p50 (ms)",
+                p50,
+                before and round(before["p50"], 2),
+                unit="ms",
+                target=goal if metric == "p50" else "",
+                met=(p50 <= 3) if goal and metric == "p50" else None,
+            ),
+            row(
+                "serving",
+                f"/predict, {label}, {clients} client(s), p99 (ms)",
+                round(figures["p99"], 2),
+                before and round(before["p99"], 2),
+                unit="ms",
+            ),
+        ]
+    return rows
+
+
+def exported_checkpoint(bench: Bench) -> Path:
+    """The benchmark's checkpoint with its export in its default folder (python -m mnist_lightning.export), where
+    serve's runtime=auto finds it; exported once."""
+    from mnist_lightning.runs import model_json
+
+    checkpoint = bench.inference_checkpoint()
+    if not (model_json.default_dir(checkpoint) / "model.onnx").is_file():
+        out = bench.scratch / "serving_export"
+        bench.child(
+            "serving_export", ["-m", "mnist_lightning.export", f"ckpt_path={checkpoint}", f"hydra.run.dir={out}"]
+        )
+    return checkpoint
+
+
+def make_payloads(bench: Bench) -> dict[str, tuple[bytes, str]]:
+    """(body, Content-Type) per payload: a test digit as a 28x28 PNG (in a multipart form, or as the body) and
+    resized to 280x280 as the page's canvas sends it."""
     from PIL import Image
 
     from mnist_lightning.data.files import load_split
 
-    checkpoint = bench.inference_checkpoint()
     images, _ = load_split(bench.data_dir, train=False)
-    payloads = {}
-    for name, size in (("28x28 PNG", 28), ("280x280 canvas PNG", 280)):
+    pngs = {}
+    for size in (28, 280):
         buffer = io.BytesIO()
         Image.fromarray(images[0].numpy()).resize((size, size), Image.Resampling.BILINEAR).save(buffer, "PNG")
-        payloads[name] = buffer.getvalue()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log_file = open(bench.scratch / "serve.log", "w")  # noqa: SIM115 - closed after the server stops
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mnist_lightning.serve",
-            f"port={port}",
-            f"ckpt_path={checkpoint}",
-            f"hydra.run.dir={bench.scratch / 'serve'}",
+        pngs[size] = buffer.getvalue()
+    return {
+        "28x28 PNG": multipart(pngs[28]),
+        "28x28 PNG, raw body": (pngs[28], "image/png"),
+        "280x280 canvas PNG": multipart(pngs[280]),
+    }
+
+
+def multipart(png: bytes) -> tuple[bytes, str]:
+    boundary = "mnist-benchmark-boundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\nContent-Type: image/png'
+    return (
+        f"{head}\r\n\r\n".encode() + png + f"\r\n--{boundary}--\r\n".encode(),
+        f"multipart/form-data; boundary={boundary}",
+    )
+
+
+class Server:
+    """`python -m mnist_lightning.serve` with these overrides on a free port, from start to a clean stop."""
+
+    def __init__(self, bench: Bench, checkpoint: Path, overrides: list[str], name: str) -> None:
+        self.bench, self.checkpoint, self.overrides = bench, checkpoint, overrides
+        self.folder = bench.scratch / f"serve-{name.replace(' ', '-').replace('=', '-')}"
+
+    def __enter__(self) -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.log_file = open(self.folder / "serve.log", "w")  # noqa: SIM115 - closed in __exit__
+        args = [
+            f"port={self.port}",
+            f"ckpt_path={self.checkpoint}",
+            f"hydra.run.dir={self.folder / 'run'}",
+            f"store.url=sqlite:///{self.folder / 'serving.db'}",
             # every client is this machine's one address: the per-address rate limit would measure itself
             "limits.requests_per_minute=0",
-        ],
-        env=bench.env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+            *self.overrides,
+        ]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mnist_lightning.serve", *args],
+            env=self.bench.env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {(bench.scratch / 'serve.log').read_text()[-2000:]}")
+        while not answers(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"the server did not start: {(self.folder / 'serve.log').read_text()[-2000:]}")
             time.sleep(0.2)
-        per_client = 10 if bench.quick else 200
+        return self.port
 
-        def client(payload: bytes, latencies: list[float], lock: threading.Lock) -> None:
-            with httpx.Client(base_url=url, timeout=60) as http:
-                http.post("/predict", files={"file": ("d.png", payload)})  # warm the connection
-                for _ in range(per_client):
-                    started = time.perf_counter()
-                    response = http.post("/predict", files={"file": ("d.png", payload)})
-                    elapsed = time.perf_counter() - started
-                    response.raise_for_status()
-                    with lock:
-                        latencies.append(elapsed * 1000)
+    def __exit__(self, *_) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+        self.log_file.close()
 
-        rows = []
-        for name, payload in payloads.items():
-            for clients in (1, 8):
-                rates, p50s, p99s = [], [], []
-                for _ in range(bench.repeats):
-                    latencies, lock = [], threading.Lock()
-                    threads = [threading.Thread(target=client, args=(payload, latencies, lock)) for _ in range(clients)]
-                    started = time.perf_counter()
-                    for thread in threads:
-                        thread.start()
-                    for thread in threads:
-                        thread.join()
-                    rates.append(len(latencies) / (time.perf_counter() - started))
-                    p50s.append(percentile(latencies, 0.5))
-                    p99s.append(percentile(latencies, 0.99))
-                rate, p50, p99 = median(rates), median(p50s), median(p99s)
-                log(f"   serving {name}, {clients} client(s): {rate:.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-                how = (
-                    f"{clients} client thread(s) x {per_client} requests each, httpx keep-alive connections to "
-                    f"one server process on 127.0.0.1 (the clients share the machine's cores), after one warm-up "
-                    f"request per client; median of {bench.repeats} rounds (p50 and p99 too)"
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return connection.recv(12).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def load(port: int, payload: tuple[bytes, str], clients: int, seconds: float) -> dict:
+    """A warm-up round, then `clients` connections for `seconds`: requests/s over the round, and the p50 and p99
+    of the requests' latencies (ms)."""
+    asyncio.run(closed_loop(port, payload, clients, min(seconds, 0.5)))
+    started = time.perf_counter()
+    latencies = asyncio.run(closed_loop(port, payload, clients, seconds))
+    elapsed = time.perf_counter() - started
+    return {
+        "rate": len(latencies) / elapsed,
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "requests": len(latencies),
+    }
+
+
+async def closed_loop(port: int, payload: tuple[bytes, str], clients: int, seconds: float) -> list[float]:
+    body, content_type = payload
+    request = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop:
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
                 )
-                rows += [
-                    row(
-                        "serving",
-                        f"/predict, {name}, {clients} client(s) (requests/s)",
-                        round(rate, 1),
-                        unit="req/s",
-                        better="higher",
-                        method=how,
-                    ),
-                    row("serving", f"/predict, {name}, {clients} client(s), p50 (ms)", round(p50, 2), unit="ms"),
-                    row("serving", f"/predict, {name}, {clients} client(s), p99 (ms)", round(p99, 2), unit="ms"),
-                ]
-        return rows
-    finally:
-        server.terminate()
-        server.wait(60)
-        log_file.close()
+                answer = await reader.readexactly(length)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"/predict answered {head[:40]!r}: {answer[:300]!r}")
+                latencies.append((time.perf_counter() - started) * 1000)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(clients)))
+    return latencies

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Header, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Header, HTTPException, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -262,13 +262,12 @@ PredictorDep = Annotated[Predictor, Depends(predictor)]
     },
 )
 async def predict(
-    experiment: ExperimentDep,
     predictor: PredictorDep,
     caller: CallerDep,
     body: ImageBodyDep,
     file: Annotated[UploadFile | None, File(description="one image of a digit")] = None,
     x_client_id: ClientId = None,
-) -> Prediction:
+) -> Response:
     """The digit in one image, with the probability of each class; prediction null for a blank image. The image
     is the form field `file` (multipart/form-data), or the whole body with its own Content-Type (`image/png`,
     `image/jpeg`, ... or `application/octet-stream`), which skips parsing a form."""
@@ -277,8 +276,9 @@ async def predict(
     data = body.data if body is not None else await file.read()
     name = (body or file).filename or "upload"
     # async: the request waits on the event loop; decoding and the model run in the thread pool (batching.py)
-    result = await predictor(Job(data, name, experiment.choose(x_client_id), caller))
-    return Prediction(**result)
+    result = await predictor(Job(data, name, predictor.answers.experiment.choose(x_client_id), caller))
+    # checked against the schema here, and written out once: FastAPI does not validate a Response again
+    return Response(Prediction(**result).model_dump_json(), media_type="application/json")
 
 
 @router.post("/predict/batch", response_model=BatchPrediction)

@@ -112,7 +112,9 @@ def make_engine(url: str | None) -> Engine:
             ) from None
         # FastAPI answers up to 40 requests at once in its thread pool: as many connections, a wait of at most
         # 10 s for one (then 503)
-        options: dict = {"pool_pre_ping": True, "pool_size": 8, "max_overflow": 32, "pool_timeout": 10}
+        options: dict = {"pool_size": 8, "max_overflow": 32, "pool_timeout": 10}
+        if parsed.get_backend_name() != "sqlite":  # a server's connection may have dropped; a local file's cannot
+            options["pool_pre_ping"] = True
         if parsed.get_backend_name() == "sqlite":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             # a writer waits up to 30 s for another process's write to finish before giving up (503)

@@ -94,10 +94,10 @@ const authorization = token ? { Authorization: "Bearer " + token } : {};
 async function send() {
   const id = ++sent;
   const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
-  const form = new FormData();
-  form.append("file", blob, "drawing.png");
   try {
-    const response = await fetch("predict", { method: "POST", body: form, headers: authorization });
+    // the PNG as the whole body: the server has no form to parse
+    const headers = { "Content-Type": "image/png", ...authorization };
+    const response = await fetch("predict", { method: "POST", body: blob, headers: headers });
     const body = await response.json();
     if (id <= shown) return;
     shown = id;
