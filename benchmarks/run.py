@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks import report
+from benchmarks.gpu import gpu
 from benchmarks.harness import ROOT, Bench, describe_machine, log
 from benchmarks.inference import evaluation, inference, runtimes
 from benchmarks.serving import serving
@@ -31,7 +32,7 @@ from benchmarks.time_to_accuracy import time_to_accuracy
 from benchmarks.training import training
 
 # in the order they run and are listed; training first: the inference figures reuse its checkpoint
-SECTIONS = {f.__name__: f for f in (training, time_to_accuracy, startup, evaluation, inference, runtimes, serving)}
+SECTIONS = {f.__name__: f for f in (training, time_to_accuracy, startup, evaluation, inference, runtimes, serving, gpu)}
 
 
 def main(argv: list[str] | None = None) -> int:

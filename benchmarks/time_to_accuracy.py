@@ -42,7 +42,7 @@ def time_to_accuracy(bench: Bench) -> list[dict]:
     accs = [r["test_acc"] or 0.0 for r in ours]
     all_reached = min(accs) >= TARGET_ACC
     ours_time = median([r["wall_s"] for r in ours])
-    met = all_reached and base_time is not None and ours_time <= 0.2 * base_time
+    met = all_reached and base_time is not None and ours_time <= 0.1 * base_time
     return [
         row(
             "time_to_accuracy",
@@ -50,7 +50,7 @@ def time_to_accuracy(bench: Bench) -> list[dict]:
             ours_time,
             base_time,
             "s",
-            target="<= 0.2x the baseline, every seed >= 99%",
+            target="<= 0.1x the baseline, every seed >= 99%",
             met=met,
             method=f"ours: experiment=fast, seeds {list(seeds)}: test accuracy "
             f"{', '.join(f'{a:.2%}' for a in accs)}, whole process {[r['wall_s'] for r in ours]} s "

@@ -79,6 +79,8 @@ def check_known(config_name: str, argv: list[str]) -> None:
                 f"{item}: Hydra cannot read this value (quotes, brackets and commas are part of its "
                 f"grammar); quote it for Hydra too, e.g. {shown}"
             ) from None
+    if not parsed:
+        return  # nothing to check: the config files are not even read
     known = known_keys(config_name)
     for override in parsed:
         key = override.key_or_group
