@@ -104,6 +104,12 @@ BAD_PREDICTIONS = [
     ("too many pixels", {"files": {"file": ("huge.png", huge_png(8000, 8000))}}, 413, "over the limit of 40,000,000"),
     ("a body over 10 MB", {"files": {"file": ("big.png", b"\0" * 10_000_001)}}, 413, "over the limit of 10,000,000 "),
     (
+        "an image body over 10 MB",
+        {"content": b"\0" * 10_000_001, "headers": {"content-type": "image/png"}},
+        413,
+        "over the limit of 10,000,000 ",
+    ),
+    (
         "a streamed body over 10 MB",
         {"content": chunked(11_000_000), "headers": {"content-type": "multipart/form-data; boundary=cut"}},
         413,
