@@ -182,7 +182,11 @@ class Server:
 
     def __exit__(self, *_) -> None:
         self.process.terminate()
-        self.process.wait(60)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
         self.log_file.close()
 
 
@@ -226,11 +230,14 @@ async def closed_loop(port: int, payload: tuple[bytes, str], clients: int, secon
                 started = time.perf_counter()
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
+                lengths = [
                     int(line.split(b":", 1)[1])
                     for line in head.split(b"\r\n")
                     if line.lower().startswith(b"content-length:")
-                )
+                ]
+                if not lengths:
+                    raise RuntimeError(f"an answer without Content-Length: {head[:300]!r}")
+                length = lengths[0]
                 answer = await reader.readexactly(length)
                 if not head.startswith(b"HTTP/1.1 200"):
                     raise RuntimeError(f"/predict answered {head[:40]!r}: {answer[:300]!r}")

@@ -120,7 +120,8 @@ def test_runtime_auto_runs_the_export_only_when_it_is_this_checkpoints(exported,
     """serve's default: ONNX Runtime for a checkpoint exported as it is, PyTorch for the rest."""
     _, checkpoint, folder, _ = exported
     assert LoadedModel.load(checkpoint, "auto").runtime == "onnxruntime"
-    assert LoadedModel.load(checkpoint, "auto", device="auto").runtime == "onnxruntime"
+    on_gpu = torch.cuda.is_available()  # device=auto: torch on the GPU where there is one
+    assert LoadedModel.load(checkpoint, "auto", device="auto").runtime == ("torch" if on_gpu else "onnxruntime")
     assert LoadedModel.load(checkpoint, "auto", export_dir=tmp_path).runtime == "torch"  # nothing exported there
     other = next((trained[1] / "checkpoints").glob("epoch_00-*.ckpt"))
     assert LoadedModel.load(other, "auto", export_dir=folder).runtime == "torch"  # another checkpoint's export
@@ -178,11 +179,11 @@ def test_predict_with_runtime_onnx_does_not_import_torch(exported, mnist_dir):
     assert "torch imported: False" in result.stderr, result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("runtime", ["runtime=onnx", "runtime=auto"])
+@pytest.mark.parametrize("runtime", ["runtime=onnx", "device=cpu"])
 def test_serve_with_runtime_onnx_or_an_export_does_not_import_torch(exported, mnist_dir, runtime):
     """Everything serve does before the server answers (settings, model, prediction log, the app) without torch:
-    the onnx container image has none; nor does the default (runtime=auto) with an export. uvicorn.run is replaced
-    by a report of what was imported."""
+    the onnx container image has none; nor does the default (runtime=auto) with an export on the CPU. uvicorn.run is
+    replaced by a report of what was imported."""
     cwd, checkpoint, _, _ = exported
     code = (
         "import sys, uvicorn\n"

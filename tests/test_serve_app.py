@@ -189,6 +189,37 @@ def test_requests_in_flight_together_share_one_forward_pass_and_each_is_logged(m
         assert gated.passes == [1] * 8
 
 
+def test_a_micro_batch_answers_each_arm_and_fails_a_bad_image_alone_and_decodes_a_large_one_apart(models):
+    """Four requests queued behind a held forward pass: one per arm of the A/B test, an unreadable image (400 for
+    it alone) and a 2500x2500 image (6 MB to decode: taken out of the batch and answered on its own)."""
+    main, candidate = models
+    gated = Gated(main.classifier)
+    app = create_app(dataclasses.replace(main, classifier=gated), SETTINGS, candidate)
+    digits = [png_bytes(drawn) for drawn in scribbles(3, seed=11)]
+    sent = [
+        ({"file": ("main.png", digits[1])}, TO_MAIN),
+        ({"file": ("candidate.png", digits[2])}, TO_CANDIDATE),
+        ({"file": ("notes.png", b"not an image")}, TO_MAIN),
+        ({"file": ("large.png", image(2500, colour=0))}, TO_CANDIDATE),
+    ]
+    with TestClient(app) as client, ThreadPoolExecutor(5) as pool:
+        first = pool.submit(client.post, "/predict", files={"file": ("0.png", digits[0])}, headers=TO_MAIN)
+        assert gated.begun.wait(10)
+        rest = [pool.submit(client.post, "/predict", files=files, headers=headers) for files, headers in sent]
+        time.sleep(0.3)
+        gated.release.set()
+        answers = [first.result(10)] + [future.result(10) for future in rest]
+        metrics = client.get("/metrics").text
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 400, 200]
+    assert "notes.png: not a readable image" in answers[3].json()["detail"]
+    versions = [answer.json()["model_version"] for answer in answers if answer.status_code == 200]
+    assert versions == [main.version, main.version, candidate.version, candidate.version]
+    assert answers[4].json()["reason"].startswith("no digit found")  # black: blank, but answered
+    assert gated.passes == [1, 1]  # main: the first request alone, then its one image of the batch
+    # the candidate: its image of the batch in one pass, the large one in a pass of its own
+    assert f'mnist_model_duration_seconds_count{{model_version="{candidate.version}"}} 2.0' in metrics
+
+
 def test_a_batch_answers_every_file_in_order_and_a_bad_one_alone(client):
     digits = [png_bytes(drawn) for drawn in scribbles(3, seed=5)]
     files = [("files", (f"{i}.png", digit)) for i, digit in enumerate(digits)]

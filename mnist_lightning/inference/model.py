@@ -16,6 +16,16 @@ from mnist_lightning.runs import layout, lineage, model_json
 RUNTIMES = ("torch", "onnx", "auto")  # auto: onnx when this checkpoint has an export and onnxruntime is here
 
 
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU; False without torch (the onnx container image has none), which is then not
+    imported."""
+    if find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @dataclass
 class LoadedModel:
     classifier: Any  # probabilities(digits) -> (N, 10): a TorchModel or an OnnxModel
@@ -52,8 +62,9 @@ class LoadedModel:
         cls, checkpoint: str | Path, runtime: str = "torch", device: str = "cpu", export_dir: str | Path | None = None
     ) -> LoadedModel:
         """`runtime=auto` runs the checkpoint's export in ONNX Runtime when there is one (made from this very
-        checkpoint), onnxruntime is installed and `device` is cpu or auto; the checkpoint in PyTorch otherwise.
-        `device=auto` is the GPU when torch sees one (runtime torch only)."""
+        checkpoint), onnxruntime is installed and the model is to run on the CPU (`device=cpu`, or `device=auto`
+        where torch sees no CUDA GPU); the checkpoint in PyTorch otherwise. `device=auto` is the GPU when torch
+        sees one."""
         if runtime not in RUNTIMES:
             raise UserError(f"runtime={runtime}: use {' or '.join(RUNTIMES)}")
         checkpoint = Path(checkpoint).resolve()
@@ -74,8 +85,8 @@ class LoadedModel:
             export = None  # another checkpoint's export: neither its files nor its reference apply
         if runtime == "auto":
             exported = export is not None and "onnx" in export.get("files", {})
-            runnable = exported and device in ("auto", "cpu") and find_spec("onnxruntime") is not None
-            runtime = "onnx" if runnable else "torch"
+            on_cpu = device == "cpu" or (device == "auto" and not cuda_available())
+            runtime = "onnx" if exported and on_cpu and find_spec("onnxruntime") is not None else "torch"
         if runtime == "torch":
             from mnist_lightning.inference.torch_runtime import TorchModel, pick_device
 

@@ -11,6 +11,8 @@ only pays when arrivals are spread out and the forward pass is expensive (a larg
 from __future__ import annotations
 
 import asyncio
+import copy
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,9 +29,15 @@ class MicroBatcher:
         self._runner: asyncio.Task | None = None
         # one batch at a time, always on the same thread: leaner than a turn in anyio's pool for every batch
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="micro-batch")
+        weakref.finalize(self, self._thread.shutdown, wait=False)
 
     async def submit(self, job: Any) -> Any:
         loop = asyncio.get_running_loop()
+        if self._runner is not None and not self._runner.done() and self._runner.get_loop() is not loop:
+            # another event loop's batches are under way (a TestClient without `with`, used from several threads):
+            # this job alone, rather than sharing that loop's queue
+            (outcome,) = await loop.run_in_executor(None, self.process, [job])
+            return outcome
         future = loop.create_future()
         self._pending.append((job, future))
         if self._runner is None or self._runner.done() or self._runner.get_loop() is not loop:
@@ -44,15 +52,21 @@ class MicroBatcher:
                 if self.max_wait_s > 0 and len(self._pending) < self.max_batch:
                     await asyncio.sleep(self.max_wait_s)
                 batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
-                batch = [(job, future) for job, future in batch if not future.done()]  # done: the client left
+                batch = [(job, future) for job, future in batch if not future.done()]  # done: its request was cancelled
                 if not batch:
                     continue
                 try:
                     outcomes = await loop.run_in_executor(self._thread, self.process, [job for job, _ in batch])
+                    if len(outcomes) != len(batch):
+                        raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
                 except BaseException as exc:
                     for _, future in batch:
-                        if not future.done():
-                            future.cancel() if isinstance(exc, asyncio.CancelledError) else future.set_exception(exc)
+                        if future.done():
+                            continue
+                        if isinstance(exc, asyncio.CancelledError):
+                            future.cancel()
+                        else:  # each request raises its own copy: one instance would gather every traceback
+                            future.set_exception(copy.copy(exc))
                     if not isinstance(exc, Exception):
                         raise
                     continue

@@ -1,18 +1,22 @@
 """POST /predict and /predict/batch: images in, the digit and the probability of each class out.
 
-Endpoints are plain `def`s: FastAPI runs them in its thread pool, so decoding, preprocessing and the forward pass
-never stall the event loop, and requests in flight at the same time are answered side by side. Each file is
-decoded, reduced and prepared on its own, so a batch holds at most one decoded image at a time; the process's
+Decoding, preprocessing and the forward pass never run on the event loop. /predict is `async`: its image waits
+(spooled as an upload is: in memory up to 1 MB, on disk beyond) for the micro-batcher (serving/batching.py),
+which answers the requests in flight together on a thread of its own; an image too large to decode in a batch
+goes to FastAPI's thread pool alone. /predict/batch is a plain `def`, run in the thread pool. Each file is
+decoded, reduced and prepared on its own, so a request holds at most one decoded image at a time; the process's
 decode budget (serving/limits.py) makes concurrent large decodes take turns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, File, Header, HTTPException, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -114,7 +118,9 @@ class Decoder:
 
     limits: Limits
     budget: DecodeBudget
-    wait: bool = True  # False: Busy at once when the budget has no room now, rather than waiting for it
+    # False (in a micro-batch): Busy at once for an image over BATCH_DECODE_BYTES or one the budget has no room for
+    # now, rather than holding up the batch while it decodes or waits
+    wait: bool = True
     spent: int = 0
 
     def load(self, data: bytes, name: str) -> preprocess.Prepared:
@@ -127,6 +133,8 @@ class Decoder:
                     f"{self.spent / 1e6:,.0f} of the {self.limits.max_request_bytes / 1e6:,.0f} MB one request may "
                     f"decode: send it in another request"
                 )
+            if not self.wait and cost > BATCH_DECODE_BYTES:
+                raise Busy(f"{name}: decoded on its own")
             # counted once granted: a file turned away (503) costs nothing
             with self.budget.reserve(cost, wait=self.wait):
                 self.spent += cost
@@ -145,6 +153,8 @@ async def decoder(settings: SettingsDep, budget: DecodeBudgetDep) -> Decoder:
 DecoderDep = Annotated[Decoder, Depends(decoder)]
 
 RAW_TYPES = ("image/", "application/octet-stream")  # a request whose body is the image itself
+SPOOL_BYTES = 1 << 20  # an image body beyond this waits on disk, as Starlette spools a form's files
+BATCH_DECODE_BYTES = 4 << 20  # larger images (over 2 megapixels of grey, 1 of colour) are decoded outside a batch
 
 
 @dataclass
@@ -152,16 +162,27 @@ class Body:
     """A request's body that is the image itself (`Content-Type: image/png`, `image/jpeg`... or
     `application/octet-stream`), read by the same Decoder as an uploaded file."""
 
-    data: bytes
+    file: BinaryIO
     filename: str = "body"
 
 
-async def image_body(request: Request) -> Body | None:
-    """The body as the image when its Content-Type says it is one; None for a form (or anything else)."""
+async def image_body(request: Request) -> AsyncIterator[Body | None]:
+    """The body as the image when its Content-Type says it is one (spooled: in memory up to SPOOL_BYTES, then on
+    disk); None for a form (or anything else). BodySizeLimit stops it at limits.max_body_bytes."""
     content_type = request.headers.get("content-type", "").lower()
-    if content_type.startswith(RAW_TYPES):
-        return Body(await request.body())  # within limits.max_body_bytes: BodySizeLimit reads it first
-    return None
+    if not content_type.startswith(RAW_TYPES):
+        yield None
+        return
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > SPOOL_BYTES:  # on disk from here: written outside the event loop
+                await run_in_threadpool(spool.write, chunk)
+            else:
+                spool.write(chunk)
+        spool.seek(0)
+        yield Body(spool)
 
 
 ImageBodyDep = Annotated[Body | None, Depends(image_body)]
@@ -187,15 +208,16 @@ def refusal(error: preprocess.ImageError | Busy) -> HTTPException:
 
 @dataclass
 class Job:
-    """One /predict request: its image's bytes, the version chosen to answer it, and who asked."""
+    """One /predict request: its image (a file: spooled, not read until it is decoded), the version chosen to answer
+    it, and who asked."""
 
-    data: bytes
+    file: BinaryIO
     name: str
     version: str
     caller: Caller
 
 
-DEFERRED = "deferred"  # a batch's job whose image had no room in the decode budget at once: answered on its own
+DEFERRED = "deferred"  # a batch's job with a large image, or no room in the decode budget: answered on its own
 
 
 @dataclass
@@ -218,18 +240,21 @@ class Predictor:
         return outcome
 
     def process(self, jobs: list[Job], wait: bool = False) -> list[dict | HTTPException | str]:
-        """One outcome per job: its result, the HTTPException refusing its image, or DEFERRED. In a batch
-        (`wait` False) an image that would wait for the decode budget is left to its own request, so that the
-        others are not held up with it."""
+        """One outcome per job: its result, the HTTPException refusing its image, DEFERRED, or the exception that
+        broke its decoding (a 500 for that request alone). In a batch (`wait` False) a large image, or one that
+        would wait for the decode budget, is left to its own request, so that the others are not held up with it."""
         outcomes: list = [None] * len(jobs)
         groups: dict[str, list[tuple[int, preprocess.Prepared, Caller]]] = {}
         for index, job in enumerate(jobs):
             try:
-                prepared = Decoder(self.limits, self.budget, wait=wait).load(job.data, job.name)
+                job.file.seek(0)
+                prepared = Decoder(self.limits, self.budget, wait=wait).load(job.file.read(), job.name)
             except Busy as exc:
                 outcomes[index] = refusal(exc) if wait else DEFERRED
             except preprocess.ImageError as exc:
                 outcomes[index] = refusal(exc)
+            except Exception as exc:  # a file that breaks the decoder: its own request fails, not the batch
+                outcomes[index] = exc
             else:
                 groups.setdefault(job.version, []).append((index, prepared, job.caller))
         if groups:
@@ -254,10 +279,11 @@ PredictorDep = Annotated[Predictor, Depends(predictor)]
     response_model=Prediction,
     openapi_extra={
         "requestBody": {
+            "required": True,
             "content": {
                 "image/png": {"schema": {"type": "string", "format": "binary"}},
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            }
+            },
         }
     },
 )
@@ -273,10 +299,10 @@ async def predict(
     `image/jpeg`, ... or `application/octet-stream`), which skips parsing a form."""
     if body is None and file is None:
         raise RequestValidationError(MISSING_FILE)
-    data = body.data if body is not None else await file.read()
-    name = (body or file).filename or "upload"
-    # async: the request waits on the event loop; decoding and the model run in the thread pool (batching.py)
-    result = await predictor(Job(data, name, predictor.answers.experiment.choose(x_client_id), caller))
+    upload = body or file
+    version = predictor.answers.experiment.choose(x_client_id)
+    # async: the request waits on the event loop; decoding and the model run on the micro-batcher's thread
+    result = await predictor(Job(upload.file, upload.filename or "upload", version, caller))
     # checked against the schema here, and written out once: FastAPI does not validate a Response again
     return Response(Prediction(**result).model_dump_json(), media_type="application/json")
 

@@ -7,7 +7,8 @@ hold them all. RequestDeadline closes such a connection, with a 408 where no ans
 `request_timeout_s` has passed since its request began. Written by hand as a mixin on uvicorn's two HTTP/1.1
 protocol classes, because no option of uvicorn's sets such a deadline: httptools' (C, about three times faster
 to parse a request; the serve extra installs it, with uvloop, as uvicorn[standard]) and h11's (pure Python, the
-fallback where httptools is missing). Both keep the request being received as `self.cycle` with the same flags.
+fallback where httptools is missing). Both keep the newest request as `self.cycle`, with the same flags; h11 parses
+a pipelined request only once the one before it is answered, httptools parses it at once and queues it.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class Deadline:
     def _too_slow(self) -> None:
         self._deadline = None
         if self.transport.is_closing():
+            return
+        if getattr(self, "pipeline", None):
+            # httptools: `cycle` is the newest request parsed, queued behind one still being answered (and reading
+            # is paused meanwhile); once that answer is complete, on_response_complete gives it its deadline
             return
         answering = self.cycle is not None and not self.cycle.more_body and not self.cycle.response_complete
         if answering:
