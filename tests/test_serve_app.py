@@ -6,6 +6,7 @@ and test_page.py."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import threading
 import time
@@ -478,12 +479,26 @@ def test_one_model_alone_with_the_default_settings(models):
 def test_the_config_holds_every_setting_with_the_models_defaults():
     conf = serve_config()
     assert set(ServeSettings.model_fields) <= set(conf)
-    for group, model in (("limits", Limits), ("ab", AB), ("monitoring", Monitoring), ("store", Store)):
+    for group, model in (
+        ("limits", Limits),
+        ("ab", AB),
+        ("monitoring", Monitoring),
+        ("store", Store),
+        ("batching", Batching),
+    ):
         assert set(conf[group]) == set(model.model_fields), group
     # the one difference: the config keeps the log in outputs/, a bare app (a test, a notebook) in memory
     assert service_settings(conf) == ServeSettings(store={"url": "sqlite:///outputs/serving.db"})
     conf.ab.fraction = 1
     assert service_settings(conf).ab.fraction == 1  # no candidate: the share is unused, so not checked
+
+
+def test_workers_auto_is_one_per_core_with_a_shared_log_and_one_with_a_log_in_memory():
+    cores = min(len(os.sched_getaffinity(0)), 8)
+    assert service_settings(serve_config()).workers == cores  # the config's log: a SQLite file, shared
+    assert service_settings(serve_config("store.url=null")).workers == 1
+    assert service_settings(serve_config("workers=3")).workers == 3
+    assert ServeSettings().workers == 1  # a bare app (create_app(model)): its log is in memory
 
 
 @pytest.mark.parametrize(

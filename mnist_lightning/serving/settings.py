@@ -11,12 +11,23 @@ export_dir) are the resolver's and the runtime's, as in every verb, and are chec
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mnist_lightning.inference.preprocess import MAX_DECODED_BYTES, MAX_PIXELS
 from mnist_lightning.store.log import in_memory
+
+MAX_AUTO_WORKERS = 8  # each worker holds its own model and decode budget: workers=auto stops here
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 class Group(BaseModel):
@@ -176,7 +187,8 @@ class Batching(Group):
 class ServeSettings(Group):
     host: str = Field("127.0.0.1", description="127.0.0.1: this machine only; 0.0.0.0: every network interface")
     port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1, le=64, description="server processes answering on the port")
+    # "auto" becomes a number when the settings are read (workers_for): the field always holds one afterwards
+    workers: int = Field(1, ge=1, le=64, description="server processes answering on the port; auto: one per core")
     limits: Limits = Limits()
     store: Store = Store()
     ab: AB = AB()
@@ -189,6 +201,17 @@ class ServeSettings(Group):
     trusted_proxies: list[str] = Field(
         [], description="addresses of reverse proxies whose X-Forwarded-For names the client; [] trusts none"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def auto_workers(cls, data):
+        """workers=auto (the default): one process per usable core, at most MAX_AUTO_WORKERS; one when the prediction
+        log is in memory (each worker would keep its own), as for a bare `create_app(model)`."""
+        if isinstance(data, dict) and data.get("workers", "auto") == "auto":  # not given: auto too
+            store = data.get("store")
+            url = store.get("url") if isinstance(store, dict) else getattr(store, "url", None)
+            data = {**data, "workers": 1 if in_memory(url) else min(usable_cores(), MAX_AUTO_WORKERS)}
+        return data
 
     @model_validator(mode="after")
     def workers_share_a_log(self) -> ServeSettings:

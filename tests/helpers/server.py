@@ -19,10 +19,13 @@ def free_port() -> int:
 
 
 def start_server(cwd: Path, data_dir: Path, *overrides: str, port: int | None = None, wait: bool = True):
-    """`python -m mnist_lightning.serve` on 127.0.0.1 and a free port, as a subprocess; waits for /health."""
+    """`python -m mnist_lightning.serve` on 127.0.0.1 and a free port, as a subprocess (one worker unless the
+    overrides say otherwise); waits for /health."""
     import httpx
 
     port = port or free_port()
+    if not any(override.startswith("workers=") for override in overrides):
+        overrides = ("workers=1", *overrides)  # one process, as the tests count and measure it, unless asked
     log_path = cwd / f"serve-{port}.log"
     env = {**os.environ, "MNIST_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log:
