@@ -22,13 +22,13 @@ from mnist_lightning.serving.settings import usable_cores
 
 CLIENTS = (1, 8, 32)
 # name: (overrides, the payloads measured). "before" is the baseline: the service without this round's options
-# (the checkpoint in PyTorch, every request alone in the thread pool, one process); the others turn one off.
+# (the checkpoint in PyTorch, every request alone in the thread pool); the others turn one option off or on.
 CONFIGS = {
     "defaults": ([], ("28x28 PNG", "28x28 PNG, raw body", "280x280 canvas PNG")),
     "batching off": (["batching.max_batch=1"], ("28x28 PNG", "28x28 PNG, raw body")),
     "runtime=torch": (["runtime=torch"], ("28x28 PNG",)),
-    "workers=1": (["workers=1"], ("28x28 PNG", "28x28 PNG, raw body")),
-    "before": (["runtime=torch", "batching.max_batch=1", "workers=1"], ("28x28 PNG", "28x28 PNG, raw body")),
+    "workers=auto": (["workers=auto"], ("28x28 PNG", "28x28 PNG, raw body")),
+    "before": (["runtime=torch", "batching.max_batch=1"], ("28x28 PNG", "28x28 PNG, raw body")),
 }
 TARGETS = {1: ("p50", "<= 3 ms"), 8: ("rate", ">= 500 requests/s")}
 
@@ -58,8 +58,8 @@ def serving(bench: Bench) -> list[dict]:
         f"next request when the last is answered, for {seconds} s a round after a warm-up round; median of "
         f"{bench.repeats} rounds (p50 and p99 too); server: python -m mnist_lightning.serve, the seed CNN exported "
         f"(the training figures' checkpoint, else untrained weights: the cost is the same), prediction log on "
-        f"SQLite, workers=auto ({usable_cores()} cores here); the baseline: runtime=torch batching.max_batch=1 "
-        f"workers=1 in the same run"
+        f"SQLite, one worker (workers=auto: {usable_cores()} here); the baseline: runtime=torch "
+        f"batching.max_batch=1 in the same run"
     )
     rows = []
     for (config, name, clients), figures in measured.items():

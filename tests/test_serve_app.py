@@ -495,10 +495,10 @@ def test_the_config_holds_every_setting_with_the_models_defaults():
 
 def test_workers_auto_is_one_per_core_with_a_shared_log_and_one_with_a_log_in_memory():
     cores = min(len(os.sched_getaffinity(0)), 8)
-    assert service_settings(serve_config()).workers == cores  # the config's log: a SQLite file, shared
-    assert service_settings(serve_config("store.url=null")).workers == 1
+    assert service_settings(serve_config()).workers == 1  # the default
+    assert service_settings(serve_config("workers=auto")).workers == cores  # the config's log: a SQLite file
+    assert service_settings(serve_config("workers=auto", "store.url=null")).workers == 1
     assert service_settings(serve_config("workers=3")).workers == 3
-    assert ServeSettings().workers == 1  # a bare app (create_app(model)): its log is in memory
 
 
 @pytest.mark.parametrize(

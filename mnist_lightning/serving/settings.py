@@ -187,7 +187,7 @@ class Batching(Group):
 class ServeSettings(Group):
     host: str = Field("127.0.0.1", description="127.0.0.1: this machine only; 0.0.0.0: every network interface")
     port: int = Field(8000, ge=1, le=65535)
-    # "auto" becomes a number when the settings are read (workers_for): the field always holds one afterwards
+    # "auto" becomes a number when the settings are read (auto_workers): the field always holds one afterwards
     workers: int = Field(1, ge=1, le=64, description="server processes answering on the port; auto: one per core")
     limits: Limits = Limits()
     store: Store = Store()
@@ -205,9 +205,9 @@ class ServeSettings(Group):
     @model_validator(mode="before")
     @classmethod
     def auto_workers(cls, data):
-        """workers=auto (the default): one process per usable core, at most MAX_AUTO_WORKERS; one when the prediction
-        log is in memory (each worker would keep its own), as for a bare `create_app(model)`."""
-        if isinstance(data, dict) and data.get("workers", "auto") == "auto":  # not given: auto too
+        """workers=auto: one process per usable core, at most MAX_AUTO_WORKERS; one when the prediction log is in
+        memory (each worker would keep its own)."""
+        if isinstance(data, dict) and data.get("workers") == "auto":
             store = data.get("store")
             url = store.get("url") if isinstance(store, dict) else getattr(store, "url", None)
             data = {**data, "workers": 1 if in_memory(url) else min(usable_cores(), MAX_AUTO_WORKERS)}
