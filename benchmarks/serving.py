@@ -44,6 +44,8 @@ def serving(bench: Bench) -> list[dict]:
         if bench.quick and config not in ("defaults", "before"):
             continue
         with Server(bench, checkpoint, overrides, config) as port:
+            # a fresh server's first seconds are slower (first calls of each code path, caches, clocks): warm it up
+            load(port, payloads[names[0]], 8, 0.5 if bench.quick else 3.0)
             for name in names:
                 for clients in CLIENTS:
                     rounds = [load(port, payloads[name], clients, seconds) for _ in range(bench.repeats)]
