@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from benchmarks.harness import Bench, log, median, timed
 from benchmarks.report import row
-from benchmarks.serving import CLIENTS, Server, exported_checkpoint, load, make_payloads
+from benchmarks.serving import CLIENTS, Server, exported_checkpoint, make_payloads, rounds
 
 FIGURES = (
     ("default 5-epoch run, training loop time (s)", "< 10 s"),
@@ -134,8 +134,8 @@ def serving_on_gpu(bench: Bench, device: str) -> list[dict]:
     rows = []
     with Server(bench, checkpoint, ["runtime=torch", "device=cuda"], "gpu") as port:
         for clients in CLIENTS:
-            rounds = [load(port, payload, clients, seconds) for _ in range(bench.repeats)]
-            rate, p50 = median([r["rate"] for r in rounds]), median([r["p50"] for r in rounds])
+            figures = rounds(port, payload, clients, seconds, bench)
+            rate, p50 = figures["rate"], figures["p50"]
             log(f"   serving on {device}, {clients} client(s): {rate:.0f} req/s, p50 {p50:.2f} ms")
             rows.append(
                 row(
@@ -146,7 +146,7 @@ def serving_on_gpu(bench: Bench, device: str) -> list[dict]:
                     better="higher",
                     method=f"{device}; serve runtime=torch device=cuda, micro-batching on; as the serving rows "
                     f"(p50 {p50:.2f} ms)",
-                    runs={"ours": rounds},
+                    runs={"ours": figures["rounds"]},
                 )
             )
     return rows

@@ -48,9 +48,7 @@ def serving(bench: Bench) -> list[dict]:
             load(port, payloads[names[0]], 8, 0.5 if bench.quick else 3.0)
             for name in names:
                 for clients in CLIENTS:
-                    rounds = [load(port, payloads[name], clients, seconds) for _ in range(bench.repeats)]
-                    figures = {key: median([r[key] for r in rounds]) for key in ("rate", "p50", "p99")}
-                    measured[config, name, clients] = {**figures, "rounds": rounds}
+                    figures = measured[config, name, clients] = rounds(port, payloads[name], clients, seconds, bench)
                     log(
                         f"   serving [{config}] {name}, {clients} client(s): {figures['rate']:.0f} req/s, "
                         f"p50 {figures['p50']:.2f} ms, p99 {figures['p99']:.2f} ms"
@@ -201,6 +199,12 @@ def answers(port: int) -> bool:
             return connection.recv(12).startswith(b"HTTP/1.1 200")
     except OSError:
         return False
+
+
+def rounds(port: int, payload: tuple[bytes, str], clients: int, seconds: float, bench: Bench) -> dict:
+    """bench.repeats rounds of `load`: the medians of their requests/s, p50 and p99, and the rounds themselves."""
+    measured = [load(port, payload, clients, seconds) for _ in range(bench.repeats)]
+    return {**{key: median([r[key] for r in measured]) for key in ("rate", "p50", "p99")}, "rounds": measured}
 
 
 def load(port: int, payload: tuple[bytes, str], clients: int, seconds: float) -> dict:

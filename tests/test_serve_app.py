@@ -148,6 +148,13 @@ def test_predict_takes_the_image_as_the_whole_body_too(client, content_type):
     assert empty.status_code == 400 and empty.json()["detail"] == "body: empty file"
 
 
+def waiting_for(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the requests never got there"
+        time.sleep(0.01)
+
+
 class Gated:
     """A classifier that holds its first forward pass until `release` is set (and says when it has begun)."""
 
@@ -176,7 +183,10 @@ def test_requests_in_flight_together_share_one_forward_pass_and_each_is_logged(m
         first = pool.submit(predict, client, files={"file": ("0.png", digits[0])})
         assert gated.begun.wait(10)
         rest = [pool.submit(predict, client, files={"file": (f"{i}.png", d)}) for i, d in enumerate(digits) if i]
-        time.sleep(0.3)  # the other seven arrive while the first pass is held
+        batcher = client.app.state.predictor.batcher
+        # the other seven arrive while the first pass is held: queued for the next batch, or (no batching) each
+        # at the gate in its own pass
+        waiting_for(lambda: batcher.queued == 7 if batcher else len(gated.passes) == 8)
         gated.release.set()
         answers = [first.result(10)] + [future.result(10) for future in rest]
         tallies = client.get("/ab").json()["versions"][main.version]
@@ -207,7 +217,7 @@ def test_a_micro_batch_answers_each_arm_and_fails_a_bad_image_alone_and_decodes_
         first = pool.submit(client.post, "/predict", files={"file": ("0.png", digits[0])}, headers=TO_MAIN)
         assert gated.begun.wait(10)
         rest = [pool.submit(client.post, "/predict", files=files, headers=headers) for files, headers in sent]
-        time.sleep(0.3)
+        waiting_for(lambda: client.app.state.predictor.batcher.queued == 4)
         gated.release.set()
         answers = [first.result(10)] + [future.result(10) for future in rest]
         metrics = client.get("/metrics").text

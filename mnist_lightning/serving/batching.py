@@ -31,6 +31,11 @@ class MicroBatcher:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="micro-batch")
         weakref.finalize(self, self._thread.shutdown, wait=False)
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the next batch (not the one being worked on)."""
+        return len(self._pending)
+
     async def submit(self, job: Any) -> Any:
         loop = asyncio.get_running_loop()
         if self._runner is not None and not self._runner.done() and self._runner.get_loop() is not loop:

@@ -34,9 +34,6 @@ from mnist_lightning.serving.settings import Limits
 from mnist_lightning.serving.state import (
     DecodeBudgetDep,
     ExperimentDep,
-    LogDep,
-    MetricsDep,
-    ModelsDep,
     SettingsDep,
 )
 from mnist_lightning.store.log import Answer, PredictionLog
@@ -102,14 +99,6 @@ class Answers:
         for version, predictions, seconds in observed:
             self.metrics.observe_answers(version, predictions, seconds)
         return results
-
-
-async def answers(models: ModelsDep, experiment: ExperimentDep, log: LogDep, metrics: MetricsDep) -> Answers:
-    # async, as the getters in state.py: building it is not worth a turn in the thread pool
-    return Answers(models, experiment, log, metrics)
-
-
-AnswersDep = Annotated[Answers, Depends(answers)]
 
 
 @dataclass
@@ -312,7 +301,7 @@ def predict_batch(
     files: Annotated[list[UploadFile], File(description="several images, one digit each")],
     settings: SettingsDep,
     experiment: ExperimentDep,
-    answer: AnswersDep,
+    predictor: PredictorDep,
     decoder: DecoderDep,
     caller: CallerDep,
     x_client_id: ClientId = None,
@@ -333,7 +322,7 @@ def predict_batch(
             places.append(index)
         except (preprocess.ImageError, Busy) as exc:
             items[index] = BatchItem(filename=upload.filename or "upload", error=str(exc), status=status_of(exc))
-    for index, result in zip(places, answer(version, prepared, caller) if prepared else [], strict=True):
+    for index, result in zip(places, predictor.answers(version, prepared, caller) if prepared else [], strict=True):
         result.pop("model_version")
         items[index] = BatchItem(filename=files[index].filename or "upload", status=200, **result)
     return BatchPrediction(model_version=version, results=items)
