@@ -26,10 +26,12 @@ def checkpoint(tmp_path_factory) -> Path:
     return tiny_run(tmp_path_factory.mktemp("loop") / "run", seed=0)
 
 
-def predict_and_label(url: str, images: list[bytes], client: str) -> list[str]:
-    """Each image predicted and then labelled with its own prediction; the request ids."""
+def predict_and_label(url: str, images: list[bytes], client: str, keep_alive: bool = True) -> list[str]:
+    """Each image predicted and then labelled with its own prediction; the request ids. keep_alive=False: a new
+    connection for every request."""
     ids = []
-    with httpx.Client(base_url=url, timeout=30) as http:
+    limits = httpx.Limits() if keep_alive else httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=url, timeout=30, limits=limits) as http:
         for n, data in enumerate(images):
             answer = http.post("/predict", files={"file": ("d.png", data)}, headers={"X-Client-Id": f"{client}-{n}"})
             assert answer.status_code == 200, answer.text
@@ -45,8 +47,10 @@ def test_two_workers_answer_on_one_port_and_their_figures_add_up(checkpoint, mni
     server = start_server(tmp_path, mnist_dir, f"ckpt_path={checkpoint}", "workers=2", *UNLIMITED)
     try:
         images = [png_bytes(drawn) for drawn in scribbles(125, seed=2)]
-        with ThreadPoolExecutor(8) as pool:  # 8 connections at once: the kernel hands them to both workers
-            found = pool.map(lambda n: predict_and_label(server.url, images, f"c{n}"), range(8))
+        # 8 clients at once, a new connection per request: the kernel hands the connections to both workers (kept
+        # alive, all 8 could go to whichever worker accepts first, as asyncio accepts every connection waiting)
+        with ThreadPoolExecutor(8) as pool:
+            found = pool.map(lambda n: predict_and_label(server.url, images, f"c{n}", keep_alive=False), range(8))
             ids = [request_id for some in found for request_id in some]
         assert len(set(ids)) == 1000
         report = httpx.get(f"{server.url}/ab").json()

@@ -20,7 +20,7 @@ def free_port() -> int:
 
 def start_server(cwd: Path, data_dir: Path, *overrides: str, port: int | None = None, wait: bool = True):
     """`python -m mnist_lightning.serve` on 127.0.0.1 and a free port, as a subprocess (one worker unless the
-    overrides say otherwise); waits for /health."""
+    overrides say otherwise); waits for /health, and for every worker of workers=N to have started."""
     import httpx
 
     port = port or free_port()
@@ -46,6 +46,12 @@ def start_server(cwd: Path, data_dir: Path, *overrides: str, port: int | None = 
         except httpx.TransportError:
             pass
         assert time.monotonic() < deadline, "the server did not answer /health within 180 s:\n" + handle.log()[-3000:]
+        time.sleep(0.2)
+    # workers=N: /health is answered by the first worker up; a test that counts on all of them waits for each
+    workers = [o.split("=", 1)[1] for o in overrides if o.startswith("workers=")][-1]
+    while wait and workers.isdigit() and int(workers) > 1 and handle.log().count("startup complete") < int(workers):
+        assert process.poll() is None, f"the server exited with {process.returncode}:\n{handle.log()[-3000:]}"
+        assert time.monotonic() < deadline, f"{workers} workers did not start within 180 s:\n" + handle.log()[-3000:]
         time.sleep(0.2)
     return handle
 
