@@ -126,11 +126,13 @@ benchmark: install ## every figure beside its baseline -> BENCHMARKS.md (about 3
 benchmark-quick: install ## the benchmark harness on tiny limits (figures mean nothing)
 	$(BIN)/python -m benchmarks.run --quick --out outputs/benchmarks/quick $(ARGS)
 
-# Two pytest processes (pytest-xdist), each taking whole test files (their module fixtures built once): much of
-# the suite waits on servers, databases and subprocesses, which the other process fills. On 2 cores the whole suite
-# took 17:01 instead of 18:29 to 20:15 in one process (2-core AMD EPYC, clean clones, 2026-12-06). TEST_WORKERS=0: one.
+# Two pytest processes (pytest-xdist): work goes out by xdist_group, one group per test file (its module fixtures
+# built once) except that the files sharing the trained and exported run form one group, longest files first
+# (tests/conftest.py), and each process and the commands it starts get one thread per core it has to itself. On
+# 2 cores (AMD EPYC, 2026-12-06, in the checkout): 16:09 in two processes with a thread per core each, 12:53 with
+# a thread each, 12:30 longest first; three processes: 12:57. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-PYTEST = $(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+PYTEST = $(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 test: install ## the whole test suite (what CI runs); ARGS="-k datamodule" for a part, TEST_WORKERS=0 in one process
 	$(PYTEST) $(ARGS)
 

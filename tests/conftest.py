@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,62 @@ import pytest
 
 from helpers import FAST, NO_DATA, postgres_server, real_data_dir, run_cli, run_dirs, write_idx
 from mnist_lightning.data.files import MNIST_FILES, FileSpec
+
+
+def pytest_configure(config):
+    """Several pytest workers share the cores: each worker, and every command it starts, gets its share of threads.
+
+    PyTorch (OpenMP) otherwise starts one thread per core in every process, and two workers training at once on 2
+    cores then spin against each other: two 300-step training runs took 98 s side by side with 2 threads each and
+    45 s with 1 (2-core AMD EPYC, 2026-12-06). A thread count the caller set is kept.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, share)
+        if "torch" in sys.modules:  # imported before this hook: its thread pool is already sized
+            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+# The test files that take longest, longest first (the per-file sums of a full run's `--durations=0`, 2-core AMD
+# EPYC, 2026-12-06). They start first, and pytest-xdist hands the short files to whichever worker is free, so that
+# both workers end together; `make test` passes --no-loadscope-reorder, which keeps this order. A file missing from
+# the list only starts later.
+LONGEST_FIRST = (
+    "test_registry.py",
+    "test_sweeps.py",
+    "test_fault.py",
+    "test_export.py",
+    "test_benchmarks.py",
+    "test_notebooks.py",
+    "test_container.py",
+    "test_loop.py",
+    "test_train_integration.py",
+    "test_dvc.py",
+    "test_multinode.py",
+    "test_distributed_search.py",
+    "test_serve_limits.py",
+    "test_retrain.py",
+    "test_evaluate.py",
+    "test_packaging.py",
+    "test_config.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """Long files first (LONGEST_FIRST), the rest in their usual order; a file's tests keep their own order.
+
+    `make test` hands out work by xdist_group (--dist loadgroup): each file is a group of its own, so that its
+    module fixtures are built once, except the files that use the `exported` fixture (a trained run and its
+    export, about a minute of CPU), which form one group so that one worker builds it.
+    """
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    sharing = {item.path for item in items if "exported" in item.fixturenames}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("exported" if item.path in sharing else item.path.name))
 
 
 def pytest_collection_finish(session):
