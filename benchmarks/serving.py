@@ -38,14 +38,14 @@ def serving(bench: Bench) -> list[dict]:
     Runtime): requests/s, p50 and p99 of POST /predict with 1, 8 and 32 clients, for each configuration above."""
     checkpoint = exported_checkpoint(bench)
     payloads = make_payloads(bench)
-    seconds = 0.5 if bench.quick else 3.0
+    seconds = 0.2 if bench.quick else 3.0  # quick: a smoke run of the harness, its figures mean nothing
     measured: dict[tuple[str, str, int], dict] = {}
     for config, (overrides, names) in CONFIGS.items():
         if bench.quick and config not in ("defaults", "before"):
             continue
         with Server(bench, checkpoint, overrides, config) as port:
             # a fresh server's first seconds are slower (first calls of each code path, caches, clocks): warm it up
-            load(port, payloads[names[0]], 8, 0.5 if bench.quick else 3.0)
+            load(port, payloads[names[0]], 8, seconds)
             for name in names:
                 for clients in CLIENTS:
                     figures = measured[config, name, clients] = rounds(port, payloads[name], clients, seconds, bench)

@@ -7,9 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from helpers import ROOT, run_cli
 from mnist_lightning.models.checkpoint import read
@@ -81,6 +79,8 @@ def other_project(tmp_path_factory, mnist_dir):
 
 def test_the_learning_path_is_four_notebooks_committed_without_outputs():
     assert [p.stem for p in NOTEBOOKS] == sorted(SAYS)
+    import nbformat  # here, not at the top: it takes seconds to import, and every pytest worker collects this file
+
     for path in NOTEBOOKS:
         book = nbformat.read(path, as_version=4)
         nbformat.validate(book)
@@ -105,6 +105,9 @@ CASES = [pytest.param(p, "seed_cnn_project", id=f"{p.stem}-seed_cnn") for p in N
 def test_notebook_runs_top_to_bottom(path, project, request, mnist_dir, monkeypatch):
     monkeypatch.setenv("MNIST_DATA_DIR", str(mnist_dir))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    import nbformat  # as above
+    from nbclient import NotebookClient
+
     before = outputs_files(project)
     book = nbformat.read(path, as_version=4)
     # a failing cell raises CellExecutionError, with the cell and its traceback
