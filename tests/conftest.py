@@ -22,12 +22,12 @@ def pytest_configure(config):
     45 s with 1 (2-core AMD EPYC, 2026-12-06). A thread count the caller set is kept.
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
-        share = str(max(1, len(os.sched_getaffinity(0)) // workers))
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(name, share)
-        if "torch" in sys.modules:  # imported before this hook: its thread pool is already sized
-            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        os.environ.setdefault("MKL_NUM_THREADS", str(share))
+        if "torch" in sys.modules:  # imported before this hook (tests/helpers): its thread pool is already sized
+            sys.modules["torch"].set_num_threads(share)
 
 
 # The test files that take longest, longest first (the per-file sums of a full run's `--durations=0`, 2-core AMD
