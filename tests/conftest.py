@@ -12,6 +12,7 @@ import pytest
 
 from helpers import FAST, NO_DATA, postgres_server, real_data_dir, run_cli, run_dirs, write_idx
 from mnist_lightning.data.files import MNIST_FILES, FileSpec
+from mnist_lightning.serving.settings import usable_cores
 
 
 def pytest_configure(config):
@@ -23,7 +24,7 @@ def pytest_configure(config):
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        share = max(1, usable_cores() // workers)
         os.environ["OMP_NUM_THREADS"] = str(share)
         os.environ.setdefault("MKL_NUM_THREADS", str(share))
         if "torch" in sys.modules:  # imported before this hook (tests/helpers): its thread pool is already sized
