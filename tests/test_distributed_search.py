@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
+
+from helpers import CONF_DIR
 
 pytestmark = pytest.mark.slow  # training processes against a database server
 
@@ -115,17 +118,20 @@ def test_a_killed_sweepers_trial_is_failed_by_its_heartbeat_and_run_again(tmp_pa
         "trainer.limit_train_batches=5000",
         host="node-a",
     )
+    # the sweeper draws the parameters one at a time and then starts the job: its folder is looked for before the
+    # trial is read, so that the trial read has every parameter
+    job_folders = tmp_path / "machine-a" / "outputs" / "multirun"
     deadline = time.monotonic() + 120
+    running = []
     while time.monotonic() < deadline and doomed.poll() is None:
-        try:
+        if any(job_folders.glob("*/*/0")):
             running = load(postgres_url, "killed").get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        except KeyError:  # the study does not exist yet
-            running = []
-        if running and "job_dir" not in running[0].user_attrs and running[0].params:
-            break
+            if running and "job_dir" not in running[0].user_attrs:
+                break
         time.sleep(0.5)
     assert doomed.poll() is None, doomed.communicate()[1][-3000:]
     (orphan,) = running
+    assert set(orphan.params) == set(OmegaConf.load(CONF_DIR / "hparams_search/optuna.yaml").hydra.sweeper.params)
     assert orphan.user_attrs["sweeper"]["host"] == "node-a"
     time.sleep(2)  # its heartbeat is recorded
     os.killpg(doomed.pid, signal.SIGKILL)
