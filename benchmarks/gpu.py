@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from benchmarks.harness import Bench, log, median, timed
 from benchmarks.report import row
-from benchmarks.serving import CLIENTS, Server, exported_checkpoint, make_payloads, rounds
+from benchmarks.serving import CLIENTS, Server, make_payloads, rounds
 
 FIGURES = (
     ("default 5-epoch run, training loop time (s)", "< 10 s"),
@@ -128,7 +128,7 @@ def evaluation_on_gpu(bench: Bench, device: str) -> dict:
 
 
 def serving_on_gpu(bench: Bench, device: str) -> list[dict]:
-    checkpoint = exported_checkpoint(bench)
+    checkpoint = bench.exported_checkpoint()
     payload = make_payloads(bench)["28x28 PNG"]
     seconds = 0.5 if bench.quick else 3.0
     rows = []

@@ -135,3 +135,14 @@ class Bench:
                 self.checkpoint,
             )
         return self.checkpoint
+
+    def exported_checkpoint(self) -> Path:
+        """inference_checkpoint() with its export in its default folder (python -m mnist_lightning.export, the drift
+        reference included), where serve's and predict's runtime=auto find it; exported once per benchmark run."""
+        from mnist_lightning.runs import model_json
+
+        checkpoint = self.inference_checkpoint()
+        if not (model_json.default_dir(checkpoint) / model_json.META_FILE).is_file():
+            out = self.scratch / "export_run"
+            self.child("export", ["-m", "mnist_lightning.export", f"ckpt_path={checkpoint}", f"hydra.run.dir={out}"])
+        return checkpoint

@@ -149,19 +149,17 @@ def runtimes(bench: Bench) -> list[dict]:
     import torch
     from PIL import Image
 
-    from mnist_lightning.artifacts.export import export
     from mnist_lightning.data.files import load_split
     from mnist_lightning.inference import preprocess
     from mnist_lightning.inference.model import LoadedModel
     from mnist_lightning.inference.onnx_runtime import OnnxModel
     from mnist_lightning.inference.torch_runtime import TorchModel
+    from mnist_lightning.runs import model_json
 
-    checkpoint = bench.inference_checkpoint()
-    images, labels = load_split(bench.data_dir, train=False)
-    count = 1000 if bench.quick else 10_000
-    folder = bench.scratch / "export"
+    checkpoint = bench.exported_checkpoint()  # the serving figures use the same export
+    folder = model_json.default_dir(checkpoint)
+    images, _ = load_split(bench.data_dir, train=False)
     model = LoadedModel.load(checkpoint)
-    export(model, folder, images[:count], labels[:count])
     models = {
         "PyTorch eager": model.classifier,
         ".pt2": TorchModel(torch.export.load(folder / "model.pt2").module()),

@@ -36,7 +36,7 @@ TARGETS = {1: ("p50", "<= 3 ms"), 8: ("rate", ">= 500 requests/s")}
 def serving(bench: Bench) -> list[dict]:
     """`python -m mnist_lightning.serve` over HTTP on loopback, the model exported (so the default runtime is ONNX
     Runtime): requests/s, p50 and p99 of POST /predict with 1, 8 and 32 clients, for each configuration above."""
-    checkpoint = exported_checkpoint(bench)
+    checkpoint = bench.exported_checkpoint()
     payloads = make_payloads(bench)
     seconds = 0.2 if bench.quick else 3.0  # quick: a smoke run of the harness, its figures mean nothing
     measured: dict[tuple[str, str, int], dict] = {}
@@ -101,20 +101,6 @@ def serving(bench: Bench) -> list[dict]:
             ),
         ]
     return rows
-
-
-def exported_checkpoint(bench: Bench) -> Path:
-    """The benchmark's checkpoint with its export in its default folder (python -m mnist_lightning.export), where
-    serve's runtime=auto finds it; exported once."""
-    from mnist_lightning.runs import model_json
-
-    checkpoint = bench.inference_checkpoint()
-    if not (model_json.default_dir(checkpoint) / "model.onnx").is_file():
-        out = bench.scratch / "serving_export"
-        bench.child(
-            "serving_export", ["-m", "mnist_lightning.export", f"ckpt_path={checkpoint}", f"hydra.run.dir={out}"]
-        )
-    return checkpoint
 
 
 def make_payloads(bench: Bench) -> dict[str, tuple[bytes, str]]:
