@@ -97,6 +97,12 @@ def test_register_files_a_version_once_sets_aliases_and_promotes_a_challenger(pr
     assert lineage.sha256sum(copied) == lineage.sha256sum(shared)
     assert sorted(p.name for p in (copied.parent / "export").iterdir()) == ["model.json", "model.onnx", "model.pt2"]
     assert "reference" in json.loads((copied.parent / "export" / "model.json").read_text())
+    # and the run's metrics.json, so that serve's /model shows the test figures of a model loaded from the registry
+    from mnist_lightning.inference.model import LoadedModel
+
+    shared_metrics = json.loads((shared.parent.parent / "metrics.json").read_text())
+    served = LoadedModel.load(copied)
+    assert served.run_dir is None and served.metrics["test/acc"] == shared_metrics["test/acc"]
 
     register(project, mnist_dir, "model_ref=registry:mnist-cnn@challenger", "alias=champion", "export=false")
     assert str(client.get_model_version_by_alias("mnist-cnn", "champion").version) == "2"

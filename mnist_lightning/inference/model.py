@@ -105,7 +105,8 @@ class LoadedModel:
                 folder / export["files"]["onnx"]["file"], normalisation["mean"], normalisation["std"]
             )
         run_dir = layout.run_of_checkpoint(checkpoint)
-        metrics = (layout.read_metrics(run_dir) or {}) if run_dir else {}
+        # a registered version's local copy (runs/registry.py) keeps its run's metrics.json beside the checkpoint
+        metrics = layout.read_metrics(run_dir or checkpoint.parent) or {}
         return cls(classifier, checkpoint, sha256, net, run_dir, metrics, export)
 
     def classify(self, images: list) -> list[tuple[dict, object]]:

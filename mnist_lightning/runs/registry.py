@@ -21,8 +21,8 @@ from mnist_lightning.errors import UserError, require_extra
 from mnist_lightning.runs import layout, lineage
 
 PREFIX = "registry:"
-# a version's files in its run's artifacts, model/<version id>/: checkpoint.ckpt, export/, config.yaml (a run can
-# file several checkpoints, e.g. its best and an earlier one)
+# a version's files in its run's artifacts, model/<version id>/: checkpoint.ckpt, export/, config.yaml and the run's
+# metrics.json (a run can file several checkpoints, e.g. its best and an earlier one)
 ARTIFACT_PATH = "model"
 CHECKPOINT_NAME = "checkpoint.ckpt"
 EXPERIMENT = "mnist"
@@ -329,6 +329,8 @@ def register(
                 shutil.copytree(export_dir, stage / "export")
             if run_dir is not None and (run_dir / ".hydra" / "config.yaml").is_file():
                 shutil.copy2(run_dir / ".hydra" / "config.yaml", stage / "config.yaml")
+            if run_dir is not None and (run_dir / layout.METRICS_FILE).is_file():  # what serve's /model shows
+                shutil.copy2(run_dir / layout.METRICS_FILE, stage / layout.METRICS_FILE)
             folder = f"{ARTIFACT_PATH}/{sha256[:12]}"
             mlflow_client.log_artifacts(run_id, str(stage), artifact_path=folder)
         source = f"{mlflow_client.get_run(run_id).info.artifact_uri}/{folder}"
