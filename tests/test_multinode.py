@@ -142,3 +142,25 @@ def test_srun_tasks_train_through_lightnings_slurm_environment(tmp_path, mnist_d
     assert metrics["state"] == "finished" and metrics["world_size"] == 2 and metrics["global_step"] == 6
     assert "Rank 1 of 2 trains on its own shard" in (run_dir / "train_rank_1.log").read_text()
     assert "SLURM auto-requeueing enabled" in (run_dir / "train.log").read_text()  # Lightning's SLURM environment
+
+
+def test_several_nodes_without_a_launcher_are_refused_in_one_line(tmp_path, mnist_dir, monkeypatch):
+    """Started by hand, as on one machine: Lightning would wait forever for the other node."""
+    from mnist_lightning.cli import ranks
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_PROCID", *ranks.LIGHTNING_CLUSTER_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    result = run_cli(
+        "mnist_lightning.train",
+        "trainer=ddp_multinode",
+        "trainer.num_nodes=2",
+        *SMALL,
+        cwd=tmp_path,
+        data_dir=mnist_dir,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "trainer.num_nodes=2, but no launcher started this process, so the other nodes would never join" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr and "Initializing distributed" not in result.stderr

@@ -13,7 +13,7 @@ SLURM = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_NNODES", "SLURM_JOB_ID", "SLURM_
 
 @pytest.fixture(autouse=True)
 def no_launcher(monkeypatch):
-    for name in (*LAUNCHERS, *SLURM):
+    for name in (*LAUNCHERS, *SLURM, *ranks.LIGHTNING_CLUSTER_VARIABLES):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -91,7 +91,14 @@ def test_srun_ranks_name_the_folder_after_the_job(monkeypatch):
 def test_a_number_of_nodes_other_than_the_launchers_is_refused_in_one_line(monkeypatch):
     from mnist_lightning.errors import UserError
 
-    ranks.check_num_nodes(3)  # no launcher: Lightning's own business
+    ranks.check_num_nodes(1)
+    ranks.check_num_nodes(None)  # Lightning's default
+    # several nodes, but nothing started the others: Lightning would wait for them forever
+    with pytest.raises(UserError, match=r"trainer.num_nodes=3, but no launcher started this process, so the other"):
+        ranks.check_num_nodes(3)
+    monkeypatch.setenv("NODE_RANK", "0")  # Lightning's own launch on each node (MASTER_ADDR, NODE_RANK): its business
+    ranks.check_num_nodes(3)
+    monkeypatch.delenv("NODE_RANK")
     torchrun(monkeypatch, rank=0, world=2, per_node=1)
     ranks.check_num_nodes(2)
     with pytest.raises(UserError, match=r"trainer.num_nodes=3, but the launcher started 2 node\(s\): give"):

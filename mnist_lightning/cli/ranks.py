@@ -32,14 +32,30 @@ def launched_nodes() -> int:
     return 1
 
 
+# what Lightning's own multi-node launch reads on each node (its LightningEnvironment; Kubeflow's PyTorchJob sets
+# MASTER_ADDR too), or LSF's job, which Lightning detects itself: with one of them set, several nodes without torchrun
+# or srun are Lightning's business
+LIGHTNING_CLUSTER_VARIABLES = ("MASTER_ADDR", "NODE_RANK", "LSB_JOBID")
+
+
 def check_num_nodes(num_nodes) -> None:
     """Under torchrun or srun with several processes, `trainer.num_nodes` must be the number of nodes the launcher
-    started (Lightning would stop with a traceback deep in its setup)."""
+    started (Lightning would stop with a traceback deep in its setup). Several nodes with no launcher and none of
+    Lightning's cluster settings are refused too: Lightning would wait forever for the other nodes."""
     launched = launched_nodes()
-    if launched_rank()[1] > 1 and isinstance(num_nodes, int) and num_nodes != launched:
+    if not isinstance(num_nodes, int):
+        return
+    if launched_rank()[1] > 1 and num_nodes != launched:
         raise UserError(
             f"trainer.num_nodes={num_nodes}, but the launcher started {launched} node(s): give "
             f"trainer.num_nodes={launched}, or leave it out with trainer=ddp_multinode (it follows the launcher)"
+        )
+    unlaunched = launched_rank()[1] == 1 and not any(os.environ.get(k) for k in LIGHTNING_CLUSTER_VARIABLES)
+    if num_nodes > 1 and unlaunched:
+        raise UserError(
+            f"trainer.num_nodes={num_nodes}, but no launcher started this process, so the other nodes would never "
+            f"join: start the same command on every node with torchrun (or srun), as docs/distributed.md shows, or "
+            f"train on this machine alone without trainer.num_nodes"
         )
 
 
