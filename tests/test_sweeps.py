@@ -414,3 +414,36 @@ def test_heartbeat_and_retry_settings_that_cannot_work_are_refused_by_name(setti
     (name,) = setting
     with pytest.raises(SearchError, match=rf"hydra.sweeper.{name}="):
         OptunaSweeper(**base, **setting)
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        # nothing listens on port 1: refused at once; the password is never printed
+        ("postgresql+psycopg://optuna:hunter22@127.0.0.1:1/optuna", "the study's database cannot be opened"),
+        ("redis://127.0.0.1:6379", "no database driver reads redis:// URLs; give a PostgreSQL, MySQL or SQLite URL"),
+        ("postgresql+psycopg://optuna:hunter22@127.0.0.1:notaport/optuna", "not a database URL"),
+    ],
+)
+def test_a_storage_that_cannot_be_opened_is_one_line_naming_the_setting(spec, shown):
+    from hydra_plugins.mnist_lightning_optuna.optuna_sweeper import SearchError, storage_errors
+
+    with pytest.raises(SearchError) as refused, storage_errors(spec):
+        open_storage(spec)
+    message = str(refused.value)
+    assert message.startswith("hydra.sweeper.storage=") and shown in message, message
+    assert "hunter22" not in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_an_unreachable_search_database_stops_the_search_in_one_line(tmp_path, mnist_dir):
+    result = optuna_run(
+        tmp_path, mnist_dir, "hydra.sweeper.storage='postgresql+psycopg://optuna:hunter22@127.0.0.1:1/x'"
+    )
+    assert result.returncode != 0
+    assert (
+        "hydra.sweeper.storage=postgresql+psycopg://optuna:***@127.0.0.1:1/x: the study's database cannot be opened"
+        in (result.stderr)
+    )
+    assert "Traceback" not in result.stderr and "hunter22" not in result.stderr
+    assert not list((tmp_path / "outputs" / "multirun").glob("*/*/0"))

@@ -15,9 +15,11 @@ Optuna's heartbeat on a database (any machine), by its process id on this machin
 metrics.json `pruned`, which this sweeper tells the study.
 """
 
+import contextlib
 import copy
 import json
 import logging
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,44 @@ ConfigStore.instance().store(
 
 class SearchError(CompactHydraException):
     """A setting that would make every trial fail: Hydra prints this one line and exits."""
+
+
+def shown(spec: str) -> str:
+    """A storage URL as it may be printed: its password replaced by ***."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", spec)
+
+
+@contextlib.contextmanager
+def storage_errors(spec: str):
+    """Opening the study's storage: a database that cannot be reached or a URL no driver reads becomes one line
+    naming the setting (SearchError) instead of SQLAlchemy's traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    setting = f"hydra.sweeper.storage={shown(spec)}"
+    if "://" in spec:
+        try:
+            make_url(spec)
+        except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+            raise SearchError(f"{setting}: not a database URL ({shown(str(exc))})") from None
+    try:
+        yield
+    except NoSuchModuleError:
+        scheme = spec.split("://", 1)[0]
+        raise SearchError(
+            f"{setting}: no database driver reads {scheme}:// URLs; give a PostgreSQL, MySQL or SQLite URL "
+            f"(postgresql+psycopg://..., mysql+pymysql://..., sqlite:///...) or a journal file's path"
+        ) from None
+    except ImportError as exc:  # Optuna raises its own, from the driver's ModuleNotFoundError
+        name = exc.name or getattr(exc.__cause__, "name", None) or "the URL names"
+        extra = " (pip install -e '.[postgres]')" if name.startswith("psycopg") else ""
+        raise SearchError(f"{setting}: the database driver {name} is not installed{extra}") from None
+    except OperationalError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+        raise SearchError(
+            f"{setting}: the study's database cannot be opened ({shown(reason[0])}); check the host, port, user, "
+            f"password and database name, and that the server is running"
+        ) from None
 
 
 def distribution(key: str, spec: str):
@@ -163,17 +203,22 @@ class OptunaSweeper(Sweeper):
                 fixed.append(override.input_line)
         spec = self._storage_spec()
         retry = Retry(self.max_retry)
-        storage = open_storage(spec, heartbeat=(self.heartbeat_interval, self.grace_period), retry=retry)
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=storage,
-            direction=self.direction,
-            sampler=self.sampler,
-            pruner=pruner_or_none(self.pruner),
-            load_if_exists=True,
-        )
+        with storage_errors(spec):
+            storage = open_storage(spec, heartbeat=(self.heartbeat_interval, self.grace_period), retry=retry)
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=storage,
+                direction=self.direction,
+                sampler=self.sampler,
+                pruner=pruner_or_none(self.pruner),
+                load_if_exists=True,
+            )
         log.info(
-            "Study %s in %s: %d earlier trials, %d to run here", self.study_name, spec, len(study.trials), self.n_trials
+            "Study %s in %s: %d earlier trials, %d to run here",
+            self.study_name,
+            shown(spec),
+            len(study.trials),
+            self.n_trials,
         )
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -303,7 +348,7 @@ class OptunaSweeper(Sweeper):
         finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         summary = {
             "study_name": self.study_name,
-            "storage": spec,
+            "storage": shown(spec),
             "n_trials": len(trials),
             "states": {s.name: sum(t.state == s for t in trials) for s in optuna.trial.TrialState},
             # trial number -> its job folder, parameters and outcome (earlier invocations' trials too)
