@@ -199,6 +199,12 @@ def test_missing_or_foreign_checkpoint_is_refused_in_one_line(tmp_path, mnist_di
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(UserError, match="not a resumable mnist_lightning training checkpoint"):
         check_resumable(foreign, {"arch": "cnn"})
+    # a file that is no checkpoint at all: the project's own words, never torch's advice to load it unsafely
+    text = tmp_path / "README.md"
+    text.write_text("# not a checkpoint\n")
+    with pytest.raises(UserError, match="not a PyTorch checkpoint, or one that holds more than plain data") as refused:
+        check_resumable(text, {"arch": "cnn"})
+    assert "weights_only" not in str(refused.value)
 
 
 def test_unwritable_output_folder_is_refused_before_anything_runs(tmp_path, mnist_dir):

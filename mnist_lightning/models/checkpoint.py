@@ -20,7 +20,7 @@ def read(path: str | Path, map_location: str = "cpu") -> dict:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
         net_spec(checkpoint)
     except Exception as exc:  # truncated, not a checkpoint, pickled code...
-        raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({_reason(exc)})") from exc
+        raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({unreadable_reason(exc)})") from exc
     return checkpoint
 
 
@@ -43,11 +43,11 @@ def network_from(checkpoint: dict, path: str | Path, map_location: str = "cpu") 
             {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         )
     except Exception as exc:  # another network's weights, an unknown architecture...
-        raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({_reason(exc)})") from exc
+        raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({unreadable_reason(exc)})") from exc
     return network.to(map_location).eval()  # load_state_dict copies into the parameters' own device
 
 
-def _reason(exc: Exception) -> str:
+def unreadable_reason(exc: Exception) -> str:
     """In the project's own words: torch's advice for a refused file is to load it with weights_only=False, which
     runs whatever code the file holds; a file that is not a checkpoint must never lead anyone there."""
     import pickle

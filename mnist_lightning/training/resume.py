@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mnist_lightning.errors import UserError
-from mnist_lightning.models.checkpoint import net_spec
+from mnist_lightning.models.checkpoint import net_spec, unreadable_reason
 from mnist_lightning.runs import layout, resolve
 
 
@@ -86,9 +86,8 @@ def check_resumable(checkpoint: Path, net: dict, max_epochs: int | None = None, 
         step = int(state["global_step"])
         state["loops"], state["optimizer_states"]  # noqa: B018 - a training checkpoint has both
     except Exception as exc:
-        reason = f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
         raise UserError(
-            f"ckpt_path={checkpoint}: not a resumable mnist_lightning training checkpoint ({reason})"
+            f"ckpt_path={checkpoint}: not a resumable mnist_lightning training checkpoint ({unreadable_reason(exc)})"
         ) from exc
     if saved != net:
         changed = sorted(k for k in set(saved) | set(net) if saved.get(k) != net.get(k))
