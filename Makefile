@@ -32,7 +32,7 @@ lock: install ## re-resolve requirements.lock from pyproject.toml with uv: every
 		$(foreach c,$(PIP_CONSTRAINTS),-c $(c)) -o requirements.lock
 
 DATA ?= $(if $(MNIST_DATA_DIR),$(MNIST_DATA_DIR),data)
-data: install ## download and verify MNIST in data/MNIST/raw, or in $$MNIST_DATA_DIR when set (training also does it)
+data: install ## download and verify MNIST in data/MNIST/raw, or in $MNIST_DATA_DIR when set (training also does it)
 	$(BIN)/python -m mnist_lightning.data.files "$(DATA)"
 
 train: install ## train the seed CNN for 5 epochs; ARGS="trainer.max_epochs=10 data.batch_size=128"

@@ -314,7 +314,9 @@ def test_feedback_scores_an_answer_once_and_a_second_label_is_refused(client, mo
     assert "has its label already, and the first label stands" in again.json()["detail"]
     assert client.get("/ab").json()["versions"][main.version]["accuracy"] == 0.5  # the first label stands
     unknown = client.post("/feedback", json={"request_id": "unknown", "label": 1})
-    assert unknown.status_code == 404 and "no answer has that id" in unknown.json()["detail"]
+    assert unknown.status_code == 404 and unknown.json()["detail"].endswith(
+        "no answer has that id; send the request_id of one of this service's answers"
+    )
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -74,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             body = response.json()
             if response.status_code != 200 or body.get("prediction") is None:
-                errors[body.get("detail") or body.get("reason") or f"HTTP {response.status_code}"] += 1
+                reason = body.get("detail") or body.get("reason") or f"HTTP {response.status_code}"
+                # one line per kind of refusal, not one per number of seconds a 429 asks to wait
+                errors[re.sub(r"try again in \d+ s", "try again later", str(reason))] += 1
                 continue
             answered[body["model_version"]] += 1
             correct[body["model_version"]] += body["prediction"] == int(labels[i])

@@ -28,7 +28,9 @@ def feedback(body: Feedback, log: LogDep, caller: CallerDep) -> FeedbackRecorded
         recorded = log.add_feedback(body.request_id, body.label, caller.trusted, caller.address)
     except UnknownAnswer:
         raise HTTPException(
-            404, f"request_id {body.request_id}: no answer has that id; send the request_id of one of this service's"
+            404,
+            f"request_id {body.request_id}: no answer has that id; "
+            f"send the request_id of one of this service's answers",
         ) from None
     except AlreadyLabelled:
         raise HTTPException(
