@@ -205,6 +205,12 @@ def test_missing_or_foreign_checkpoint_is_refused_in_one_line(tmp_path, mnist_di
     with pytest.raises(UserError, match="not a PyTorch checkpoint, or one that holds more than plain data") as refused:
         check_resumable(text, {"arch": "cnn"})
     assert "weights_only" not in str(refused.value)
+    from mnist_lightning.runs.resolve import resolve_model
+
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(UserError, match=r"empty.ckpt: the file is empty \(an interrupted copy or write\?\)"):
+        resolve_model(str(empty), "best", tmp_path / "outputs")
 
 
 def test_unwritable_output_folder_is_refused_before_anything_runs(tmp_path, mnist_dir):

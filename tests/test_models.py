@@ -99,8 +99,15 @@ def test_a_file_that_is_not_a_checkpoint_gets_the_projects_own_line_never_advice
     torch.save({"a": 1}, plain)
     code = tmp_path / "code.ckpt"
     torch.save({"hyper_parameters": {"net": {"arch": "mlp"}}, "hook": torch.nn.ReLU()}, code)  # pickles a class
+    text, table, empty = tmp_path / "notes.txt", tmp_path / "table.csv", tmp_path / "empty.ckpt"
+    text.write_text("every digit counts\n")  # torch's unpickler reads the 'e' as an opcode: KeyError(101)
+    table.write_text("a,b\n1,2\n")  # IndexError inside the unpickler
+    empty.write_bytes(b"")
     for path, reason in (
         (ROOT / "README.md", "not a PyTorch checkpoint, or one that holds more than plain data"),
+        (text, "not a PyTorch checkpoint, or one that holds more than plain data"),
+        (table, "not a PyTorch checkpoint, or one that holds more than plain data"),
+        (empty, "the file is empty"),
         (code, "not a PyTorch checkpoint, or one that holds more than plain data"),
         (plain, "a PyTorch file, but not a training checkpoint of this project (no 'hyper_parameters' entry)"),
     ):

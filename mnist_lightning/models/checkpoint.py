@@ -18,8 +18,11 @@ def read(path: str | Path, map_location: str = "cpu") -> dict:
     """The checkpoint as plain data; raises UserError naming the file for anything that is not one."""
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # empty, truncated, not a checkpoint, pickled code...
+        raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({load_failure(path, exc)})") from exc
+    try:
         net_spec(checkpoint)
-    except Exception as exc:  # truncated, not a checkpoint, pickled code...
+    except Exception as exc:  # a PyTorch file of something else
         raise UserError(f"{path}: not a loadable mnist_lightning checkpoint ({unreadable_reason(exc)})") from exc
     return checkpoint
 
@@ -47,14 +50,28 @@ def network_from(checkpoint: dict, path: str | Path, map_location: str = "cpu") 
     return network.to(map_location).eval()  # load_state_dict copies into the parameters' own device
 
 
-def unreadable_reason(exc: Exception) -> str:
-    """In the project's own words: torch's advice for a refused file is to load it with weights_only=False, which
-    runs whatever code the file holds; a file that is not a checkpoint must never lead anyone there."""
-    import pickle
-    import zipfile
+NOT_A_CHECKPOINT = (
+    "not a PyTorch checkpoint, or one that holds more than plain data; give a .ckpt file that training wrote"
+)
 
-    if isinstance(exc, (pickle.UnpicklingError, zipfile.BadZipFile, EOFError)) or "weights_only" in str(exc):
-        return "not a PyTorch checkpoint, or one that holds more than plain data; give a .ckpt file that training wrote"
+
+def load_failure(path: str | Path, exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused `path`, in the project's own words. Torch's advice for a refused file
+    is to load it with weights_only=False, which runs whatever code the file holds: a file that is not a checkpoint
+    must never lead anyone there. (Whatever torch raises, from its unpickler's KeyError on a text file to a damaged
+    zip archive, means the same to the reader.)"""
+    try:
+        if Path(path).stat().st_size == 0:
+            return "the file is empty: an interrupted copy or write? give a .ckpt file that training wrote"
+    except OSError:
+        pass
+    if isinstance(exc, OSError) and exc.strerror:  # a folder, no permission to read...
+        return f"it cannot be read: {exc.strerror}"
+    return NOT_A_CHECKPOINT
+
+
+def unreadable_reason(exc: Exception) -> str:
+    """Why a file torch loaded is not a training checkpoint of this project (an entry missing or of another kind)."""
     if isinstance(exc, (KeyError, TypeError)):
         return f"a PyTorch file, but not a training checkpoint of this project (no {exc} entry)"
     return f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:300]}"

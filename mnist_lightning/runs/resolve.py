@@ -58,6 +58,8 @@ def resolve_model(ckpt_path: str | None, model_ref: str, outputs_root: str | Pat
         ckpt_path = model_ref  # a checkpoint file given where a reference is expected (ab.candidate=FILE)
     if ckpt_path:
         path = Path(ckpt_path)
+        if path.is_file() and path.stat().st_size == 0:
+            raise UserError(f"ckpt_path={ckpt_path}: the file is empty (an interrupted copy or write?)")
         if not layout.usable(path):
             raise UserError(f"ckpt_path={ckpt_path}: no such checkpoint file")
         return path

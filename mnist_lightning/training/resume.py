@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mnist_lightning.errors import UserError
-from mnist_lightning.models.checkpoint import net_spec, unreadable_reason
+from mnist_lightning.models.checkpoint import load_failure, net_spec, unreadable_reason
 from mnist_lightning.runs import layout, resolve
 
 
@@ -80,15 +80,17 @@ def check_resumable(checkpoint: Path, net: dict, max_epochs: int | None = None, 
     last state of a run whose record says it finished (or was pruned) within `max_epochs` and `max_steps`:
     resuming it would train nothing and replace that record. (A run stopped after its last epoch but before its
     test has no finished record: resuming it tests and records it.)"""
+    refused = f"ckpt_path={checkpoint}: not a resumable mnist_lightning training checkpoint"
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{refused} ({load_failure(checkpoint, exc)})") from exc
+    try:
         saved = net_spec(state)
         step = int(state["global_step"])
         state["loops"], state["optimizer_states"]  # noqa: B018 - a training checkpoint has both
     except Exception as exc:
-        raise UserError(
-            f"ckpt_path={checkpoint}: not a resumable mnist_lightning training checkpoint ({unreadable_reason(exc)})"
-        ) from exc
+        raise UserError(f"{refused} ({unreadable_reason(exc)})") from exc
     if saved != net:
         changed = sorted(k for k in set(saved) | set(net) if saved.get(k) != net.get(k))
         detail = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {net.get(k)!r} now" for k in changed)
