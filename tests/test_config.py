@@ -133,6 +133,13 @@ def test_schedulers_get_their_length_from_the_trainer(tmp_path, mnist_dir):
     [
         ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
         ("model.optimizer.lr=-0.1", "model.optimizer: Invalid learning rate: -0.1"),
+        ("model.optimizer.lr=abc", "model.optimizer.lr='abc': must be a number"),
+        ("seed=abc", "seed='abc': must be a whole number"),
+        ("seed=-5", "seed=-5: must be between 0 and 4294967295"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs='abc': must be a whole number"),
+        ("trainer.max_epochs=2.5", "trainer.max_epochs=2.5: must be a whole number"),
+        ("trainer.limit_train_batches=abc", "trainer.limit_train_batches='abc': must be a number"),
+        ("trainer.limit_val_batches=-1", "trainer.limit_val_batches=-1: must be at least 0"),
         ("data.val_size=70000", "data.val_size=70000 leaves no training images"),
         ("model.label_smoothing=1.5", "model.label_smoothing=1.5: must be at least 0 and below 1"),
         ("trainer.profiler=simpel", "trainer.profiler='simpel': choose one of simple, advanced, pytorch"),

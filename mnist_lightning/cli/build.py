@@ -26,6 +26,37 @@ def build(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise UserError(f"{key}{separator}{detail}") from exc
 
 
+# settings that Lightning, torch or numpy would only trip over later, with a traceback or a message that names no
+# key ("'<=' not supported between instances of 'float' and 'str'"): key -> (kind, smallest, largest)
+NUMBERS = {
+    "seed": ("whole", 0, 2**32 - 1),  # numpy's range for a seed
+    "model.optimizer.lr": ("number", None, None),  # its range: torch's own "Invalid learning rate" line
+    "trainer.max_epochs": ("whole", -1, None),  # -1: no limit
+    "trainer.max_steps": ("whole", -1, None),
+    "trainer.limit_train_batches": ("number", 0, None),  # a share (<= 1.0) or a number of batches
+    "trainer.limit_val_batches": ("number", 0, None),
+    "trainer.limit_test_batches": ("number", 0, None),
+}
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """A UserError naming the key for a setting of NUMBERS that is not a number of its kind or lies outside its
+    range (null is left to the code that reads it)."""
+    from omegaconf import OmegaConf
+
+    for key, (kind, low, high) in NUMBERS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not whole and not (kind == "number" and isinstance(value, float)):
+            wanted = "a whole number" if kind == "whole" else "a number"
+            raise UserError(f"{key}={value!r}: must be {wanted}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise UserError(f"{key}={value!r}: must be {bounds}")
+
+
 def build_data(node: DictConfig, stage: str) -> Any:
     """The datamodule of the `data` group with its files checked and its splits for `stage` in memory ("test": the
     test split; "fit": training and validation too)."""

@@ -20,7 +20,7 @@ def fit_and_test(cfg: DictConfig, weights_from: Path | None = None, extra: dict 
     import lightning.pytorch as pl
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from mnist_lightning.cli.build import build, build_callbacks, build_each, build_trainer
+    from mnist_lightning.cli.build import build, build_callbacks, build_each, build_trainer, check_numbers
     from mnist_lightning.cli.ranks import check_num_nodes
     from mnist_lightning.runs import layout, record
     from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
@@ -30,6 +30,7 @@ def fit_and_test(cfg: DictConfig, weights_from: Path | None = None, extra: dict 
 
     logging.getLogger("lightning").handlers.clear()  # Hydra's handlers already print and file its messages
     started, run_dir = time.time(), Path(cfg.paths.output_dir)
+    check_numbers(cfg)
     net = OmegaConf.to_container(cfg.model.net, resolve=True)
     resume = plan_resume(cfg.get("ckpt_path"), cfg.paths.outputs_root, run_dir, net, cfg.trainer)
     check_num_nodes(cfg.trainer.get("num_nodes"))
