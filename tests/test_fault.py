@@ -195,6 +195,12 @@ def test_missing_or_foreign_checkpoint_is_refused_in_one_line(tmp_path, mnist_di
     )
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
     assert not (tmp_path / "outputs").exists(), "refused before Hydra made a run folder"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("every digit counts\n")
+    text = run_cli("mnist_lightning.train", f"ckpt_path={notes}", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
+    assert text.returncode == 2 and "Traceback" not in text.stderr
+    assert "notes.txt: not a resumable mnist_lightning training checkpoint (not a PyTorch checkpoint" in text.stderr
+    assert not (tmp_path / "outputs").exists(), "refused before Hydra made a run folder"
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(UserError, match="not a resumable mnist_lightning training checkpoint"):

@@ -6,6 +6,7 @@ Training resumes from `ckpt_path=FILE|last`; evaluate, predict, serve, export an
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from mnist_lightning.errors import UserError
@@ -42,6 +43,12 @@ def resume_checkpoint(ckpt_path: str | None, outputs_root: str | Path) -> Path |
     path = Path(ckpt_path)
     if not path.is_file():
         raise UserError(f"ckpt_path={ckpt_path}: no such file. Give an existing .ckpt file or ckpt_path=last.")
+    if not zipfile.is_zipfile(path):  # refused here, before a run folder is made for it
+        what = "the file is empty" if path.stat().st_size == 0 else "not a PyTorch checkpoint"
+        raise UserError(
+            f"ckpt_path={ckpt_path}: not a resumable mnist_lightning training checkpoint ({what}: every checkpoint "
+            f"training writes is a zip archive). Give a .ckpt file training wrote, or ckpt_path=last."
+        )
     return path
 
 
