@@ -270,7 +270,10 @@ def test_a_typo_in_a_key_is_refused_with_the_nearest_key(tmp_path, mnist_dir):
         check_known("train", ["data.batchsize=32"])
     with pytest.raises(UserError, match=r"limits\.max_batch=3: no config has the key") as refused:
         check_known("evaluate", ["limits.max_batch=3"])  # a key of serve, not of evaluate
-    assert "did you mean" not in str(refused.value) and "+limits.max_batch=3" in str(refused.value)
+    # outside train, a +key would be accepted and ignored: not suggested
+    assert "did you mean" not in str(refused.value) and "+limits.max_batch" not in str(refused.value)
+    with pytest.raises(UserError, match=r"dri=x: no config has the key dri; did you mean dir=x\?"):
+        check_known("summarize", ["dri=x"])  # a short key's nearest one is a few letters away
     check_known("train", ["+trainer.val_check_interval=0.5", "~callbacks.lr_monitor", "hydra.job.chdir=false"])
     check_known("train", ["hydra/launcher=joblib", "hydra/sweeper=mnist_optuna", "hydra/job_logging=disabled"])
     check_known("train", ["model=mlp", "model.net.hidden=[32]", "data.batch_size=16,32", "experiment=fast"])

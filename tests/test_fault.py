@@ -219,6 +219,15 @@ def test_missing_or_foreign_checkpoint_is_refused_in_one_line(tmp_path, mnist_di
         resolve_model(str(empty), "best", tmp_path / "outputs")
 
 
+@pytest.mark.parametrize("verb", ["evaluate", "predict", "export"])
+def test_every_verb_refuses_an_outputs_root_it_cannot_write_in_one_line(verb, tmp_path, mnist_dir):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the outputs folder should be")
+    result = run_cli(f"mnist_lightning.{verb}", f"paths.outputs_root={blocker}", cwd=tmp_path, data_dir=mnist_dir)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"Cannot write run folders under {blocker}: {blocker} is not a writable folder" in result.stderr
+
+
 def test_unwritable_output_folder_is_refused_before_anything_runs(tmp_path, mnist_dir):
     blocker = tmp_path / "outputs"
     blocker.write_text("a file where the outputs folder should be")

@@ -87,10 +87,12 @@ def check_known(config_name: str, argv: list[str]) -> None:
         if key in known:
             continue
         value = override.input_line.split("=", 1)[1]
-        nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        # short keys are a few letters apart however close they are (dri and dir: 0.67)
+        nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.8 if len(key) > 5 else 0.6)
         hint = f"did you mean {nearest[0]}={value}? " if nearest else ""
+        # only training passes keys on to code that takes more than the config lists (Lightning's Trainer)
+        adding = f" (to add a new key on purpose, e.g. a Trainer argument the config does not list: +{key}={value})"
         raise UserError(
-            f"{override.input_line}: no config has the key {key}; {hint}"
-            f"`--cfg job` lists the settings (to add a new key on purpose, e.g. a Trainer argument the config does "
-            f"not list: +{key}={value})"
+            f"{override.input_line}: no config has the key {key}; {hint}`--cfg job` lists the settings"
+            f"{adding if config_name == 'train' else ''}"
         )

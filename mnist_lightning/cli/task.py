@@ -24,7 +24,10 @@ def verb(config_name: str) -> Callable[[Callable[..., T]], Callable[[], T]]:
 
         @functools.wraps(recipe)
         def main() -> T:
+            from mnist_lightning.cli import argv
+
             check_overrides(config_name, sys.argv[1:])
+            argv.check_writable(sys.argv[1:])  # every verb writes its config and log under outputs/<verb>/
             return hydra_main()
 
         return main
