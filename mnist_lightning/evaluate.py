@@ -19,11 +19,12 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict:
     from mnist_lightning.artifacts import reports
-    from mnist_lightning.cli.build import build_data
+    from mnist_lightning.cli.build import build_data, check_numbers
     from mnist_lightning.inference import torch_runtime
     from mnist_lightning.inference.model import LoadedModel
     from mnist_lightning.runs import layout, resolve
 
+    check_numbers(cfg, {"n_bins": ("whole", 1, None), "misclassified": ("whole", 0, None)})
     started = time.time()
     run_dir = Path(cfg.paths.output_dir)
     device = torch_runtime.pick_device(cfg.device)

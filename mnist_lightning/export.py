@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from mnist_lightning.cli.task import verb
+from mnist_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ def export(cfg: DictConfig) -> dict:
     exporting.require_export_extra()
     checkpoint = resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else model_json.default_dir(checkpoint)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output_dir={out_dir}: a file, not a folder; give a folder to write the export into")
     model = LoadedModel.load(checkpoint)
     datamodule = build_data(cfg.data, "fit")  # the test split to verify on, training and validation for drift
     log.info("Exporting %s into %s", checkpoint, out_dir)

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def predict(cfg: DictConfig) -> list[dict]:
+    from mnist_lightning.cli.build import check_numbers
     from mnist_lightning.inference import preprocess
     from mnist_lightning.inference.model import LoadedModel
     from mnist_lightning.runs import atomic, resolve
@@ -37,6 +38,7 @@ def predict(cfg: DictConfig) -> list[dict]:
         paths += found
         results += [{"path": s, "error": e} for s, e in errors]
 
+    check_numbers(cfg, {"max_pixels": ("whole", 1, None)})
     checkpoint = resolve.resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
     model = LoadedModel.load(checkpoint, cfg.runtime, export_dir=cfg.export_dir)
 

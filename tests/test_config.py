@@ -351,3 +351,39 @@ def test_promote_checks_its_test_by_serves_rules_before_opening_anything():
         checked_test(OmegaConf.merge(ab, {"alpha": 2}))
     with pytest.raises(UserError, match=re.escape("ab.first_look=5: input should be greater than or equal to 10")):
         checked_test(OmegaConf.merge(ab, {"first_look": 5}))
+
+
+@pytest.mark.parametrize(
+    ("verb", "override", "message"),
+    [
+        ("evaluate", "n_bins=0", "n_bins=0: must be at least 1"),
+        ("evaluate", "misclassified=abc", "misclassified='abc': must be a whole number"),
+        ("predict", "max_pixels=abc", "max_pixels='abc': must be a whole number"),
+        ("export", "output_dir=FILE", "a file, not a folder; give a folder to write the export into"),
+    ],
+)
+def test_a_verbs_own_bad_setting_is_refused_before_the_model_is_loaded(verb, override, message, tmp_path, monkeypatch):
+    """In one line naming the key: evaluate n_bins=0 used to fail after the whole evaluation, predict max_pixels=abc
+    and export output_dir=<a file> with tracebacks."""
+    import importlib
+
+    from helpers import ROOT, tiny_run
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    checkpoint = tiny_run(tmp_path / "run", seed=0)
+    overrides = [override.replace("FILE", str(a_file)), f"ckpt_path={checkpoint}"]
+    if verb == "predict":
+        overrides.append(f"image={ROOT / 'examples' / '1_paper.jpg'}")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(verb, overrides)
+    from mnist_lightning.inference.model import LoadedModel
+
+    def not_yet(*args, **kwargs):
+        raise AssertionError("the model was loaded before the setting was checked")
+
+    monkeypatch.setattr(LoadedModel, "load", not_yet)
+    with pytest.raises(UserError, match=re.escape(message)) as refused:
+        getattr(importlib.import_module(f"mnist_lightning.{verb}"), verb)(cfg)
+    assert "\n" not in str(refused.value)

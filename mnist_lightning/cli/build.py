@@ -39,12 +39,12 @@ NUMBERS = {
 }
 
 
-def check_numbers(cfg: DictConfig) -> None:
-    """A UserError naming the key for a setting of NUMBERS that is not a number of its kind or lies outside its
-    range (null is left to the code that reads it)."""
+def check_numbers(cfg: DictConfig, numbers: dict[str, tuple[str, int | None, int | None]] | None = None) -> None:
+    """A UserError naming the key for a setting of `numbers` (train's NUMBERS by default) that is not a number of
+    its kind ("whole" or "number") or lies outside its range (null is left to the code that reads it)."""
     from omegaconf import OmegaConf
 
-    for key, (kind, low, high) in NUMBERS.items():
+    for key, (kind, low, high) in (NUMBERS if numbers is None else numbers).items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:
             continue
