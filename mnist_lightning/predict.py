@@ -39,6 +39,8 @@ def predict(cfg: DictConfig) -> list[dict]:
         results += [{"path": s, "error": e} for s, e in errors]
 
     check_numbers(cfg, {"max_pixels": ("whole", 1, None)})
+    if not paths:  # nothing to open: said before the model is loaded
+        raise UserError("no image to predict: " + ("; ".join(r["error"] for r in results) or "image= names no file"))
     checkpoint = resolve.resolve_model(cfg.ckpt_path, cfg.model_ref, cfg.paths.outputs_root)
     model = LoadedModel.load(checkpoint, cfg.runtime, export_dir=cfg.export_dir)
 
@@ -83,11 +85,11 @@ def predict(cfg: DictConfig) -> list[dict]:
             figure = reports.prediction_figure(image, digit, result["probabilities"], title)
             reports.save_figure(figure, run_dir / f"{index:03d}_{Path(result['path']).stem}.png")
 
-    print(_table(results, checkpoint, out_file))
+    print(_table(results, len(paths), checkpoint, out_file))
     return results
 
 
-def _table(results: list[dict], checkpoint: Path, out_file: Path) -> str:
+def _table(results: list[dict], images: int, checkpoint: Path, out_file: Path) -> str:
     lines = [f"model: {checkpoint}", ""]
     width = max([len(r["path"]) for r in results] + [4])
     lines.append(f"{'image':<{width}}  digit  confidence  " + " ".join(f"{d:>5}" for d in range(10)))
@@ -98,15 +100,20 @@ def _table(results: list[dict], checkpoint: Path, out_file: Path) -> str:
         else:
             lines.append(f"{r['path']:<{width}}  error: {r['error']}")
     done = sum("prediction" in r for r in results)
-    lines += ["", f"{done} of {len(results)} images predicted; written to {out_file}"]
+    others = len(results) - images  # files skipped in a folder, names and patterns that found nothing
+    also = f" ({others} other input{'s' if others != 1 else ''} skipped or not found)" if others else ""
+    lines += ["", f"{done} of {images} images predicted{also}; written to {out_file}"]
     return "\n".join(lines)
 
 
 @verb("predict")
 def main(cfg: DictConfig) -> None:
     results = predict(cfg)
-    if not any("prediction" in r for r in results):
-        sys.exit(1)  # nothing could be predicted
+    if not any("prediction" in r for r in results):  # the table says why for each; a user's input: exit status 2
+        log.error(
+            "No image could be predicted: %s", results[0]["error"] + (" (and more above)" if len(results) > 1 else "")
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def test_cli_batch_with_bad_inputs_predicts_the_rest(trained, mnist_dir, tmp_pat
     (predict_dir,) = [d for d in (cwd / "outputs" / "predict").glob("*/*") if list(d.glob("*good_*.png"))]
     assert len(list(predict_dir.glob("*good_*.png"))) == 3  # one picture per predicted image
     assert "drawing.svg" in result.stdout  # the table names it, so the user knows it was not predicted
-    assert "3 of 12 images predicted" in result.stdout
+    assert "3 of 9 images predicted (3 other inputs skipped or not found)" in result.stdout
     assert "Traceback" not in result.stderr
 
 
@@ -105,8 +105,15 @@ def test_cli_exits_non_zero_when_nothing_could_be_predicted(trained, mnist_dir, 
         data_dir=mnist_dir,
         timeout=120,
     )
-    assert result.returncode == 1
-    assert "bad.png: not a readable image" in result.stdout
+    assert result.returncode == 2
+    assert "bad.png: not a readable image" in result.stdout  # the table, as for a batch
+    assert "No image could be predicted: " in result.stderr and "bad.png: not a readable image" in result.stderr
+    # nothing to open at all: one line before the model is loaded
+    nothing = run_cli(
+        "mnist_lightning.predict", f"image={tmp_path / 'nope.png'}", cwd=cwd, data_dir=mnist_dir, timeout=120
+    )
+    assert nothing.returncode == 2 and "Traceback" not in nothing.stderr
+    assert f"no image to predict: {tmp_path / 'nope.png'}: no such file or folder" in nothing.stderr
 
 
 def test_cli_without_image_argument_explains(trained, mnist_dir):
