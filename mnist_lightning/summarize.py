@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, groups = summarize(root)
     if not rows:
         print(f"error: no training runs under {root}; run `make train` or a sweep first", file=sys.stderr)
-        return 1
+        return 2
     print(markdown(rows, groups), end="")
     print(f"\n{len(rows)} runs; written to {root / 'summary.csv'} and {root / 'summary.md'}")
     return 0

@@ -155,4 +155,4 @@ def test_an_editable_install_reads_the_checkouts_top_level_conf(tmp_path, mnist_
     assert served.returncode == 0 and "port: 8123" in served.stdout, served.stderr[-3000:]
     (tmp_path / "work" / "outputs").mkdir()
     summarized = run(str(python), "-m", "mnist_lightning.summarize", "outputs")
-    assert summarized.returncode == 1 and "no training runs under outputs" in summarized.stderr, summarized.stderr
+    assert summarized.returncode == 2 and "no training runs under outputs" in summarized.stderr, summarized.stderr
