@@ -43,6 +43,7 @@ def test_the_export_folder_holds_the_three_files_described(exported):
     assert meta["input"]["normalisation"]["mean"] == 0.1307 and meta["input"]["normalisation"]["std"] == 0.3081
     assert meta["input"]["name"] == "image" and meta["output"]["name"] == "logits"
     assert meta["test_accuracy"] > 0.95 and meta["exported_with"]["onnx"] == onnx.__version__
+    assert meta["test_images"] == json.loads((checkpoint.parent.parent / "metrics.json").read_text())["test_samples"]
     check = meta["verification"]
     assert check["images"] == 10_000 and check["differing_predictions"] == {"onnxruntime": 0, "pt2": 0}
     assert max(check["max_abs_logit_diff"].values()) < 1e-4

@@ -236,7 +236,10 @@ def describe(model, opset: int, verification: dict, folder: Path) -> dict:
             "onnx": {"file": ONNX_FILE, "opset": opset, "sha256": lineage.sha256sum(folder / ONNX_FILE)},
             "pt2": {"file": PT2_FILE, "sha256": lineage.sha256sum(folder / PT2_FILE)},
         },
+        # the training run's own test figure, and on how many test images (fewer than 10,000: a partial run, e.g.
+        # trainer.limit_test_batches); verification.accuracy below is on every test image
         "test_accuracy": model.metrics.get("test/acc"),
+        "test_images": model.metrics.get("test_samples"),
         "verification": verification,
         "exported_with": versions,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
