@@ -109,6 +109,8 @@ def test_a_resume_under_a_launcher_leaves_the_lock_check_to_rank_zero(monkeypatc
     """Every rank expands ckpt_path=... into the run's folder; rank 0 may already hold the run's lock by then."""
     import json
 
+    import torch
+
     from mnist_lightning.cli import argv
     from mnist_lightning.runs import lock
 
@@ -116,7 +118,7 @@ def test_a_resume_under_a_launcher_leaves_the_lock_check_to_rank_zero(monkeypatc
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("- model=bn_cnn\n")
     (run / "checkpoints").mkdir()
-    (run / "checkpoints" / "last.ckpt").write_bytes(b"0")
+    torch.save({"global_step": 1}, run / "checkpoints" / "last.ckpt")  # a PyTorch file: only its path is read here
     (run / lock.LOCK_FILE).write_text(json.dumps(lock.this_process()))  # rank 0 of this launch, alive
     monkeypatch.setenv(argv.RESUMED_ENV, "")  # expansion sets it; the test's end takes it away again
     torchrun(monkeypatch, rank=1, world=2, per_node=1)

@@ -268,7 +268,7 @@ def test_launchers_run_the_jobs_and_seeds_are_aggregated(launcher, tmp_path, mni
 
 
 def test_summarize_cli_on_an_empty_folder(tmp_path):
-    assert summarize.main([str(tmp_path)]) == 1
+    assert summarize.main([str(tmp_path)]) == 2  # no runs there: the user's folder, as a missing one
     assert summarize.main([str(tmp_path / "missing")]) == 2
 
 
