@@ -102,6 +102,8 @@ def storage_errors(spec: str):
             f"(postgresql+psycopg://..., mysql+pymysql://..., sqlite:///...) or a journal file's path"
         ) from None
     except ImportError as exc:  # Optuna raises its own, from the driver's ModuleNotFoundError
+        if "://" not in spec:
+            raise  # a journal file needs no driver: not the storage's doing
         name = exc.name or getattr(exc.__cause__, "name", None) or "the URL names"
         extra = " (pip install -e '.[postgres]')" if name.startswith("psycopg") else ""
         raise SearchError(f"{setting}: the database driver {name} is not installed{extra}") from None
