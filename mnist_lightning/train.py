@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mnist_lightning.cli.task import CONFIG_PATH, check_overrides
+from mnist_lightning.cli.task import CONFIG_PATH, check_overrides, unresolvable
 from mnist_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,9 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(stop.exit_code)  # also ends a sweep: the signal was meant for the whole process
     except Exception as exc:
         # Lightning's MisconfigurationException is a setting Lightning refuses: one line, like ours
-        user_error = isinstance(exc, (UserError, MisconfigurationException))
+        user_error = isinstance(exc, (UserError, MisconfigurationException)) or unresolvable(exc) is not None
         if user_error:
-            log.error("%s", exc)
+            log.error("%s", unresolvable(exc) or exc)
         elif multirun:
             log.exception("This job failed")
         failure = record.failed(run_dir, exc, resuming=bool(cfg.get("ckpt_path"))) if lock is not None else None

@@ -230,6 +230,14 @@ def test_every_verb_refuses_an_outputs_root_it_cannot_write_in_one_line(verb, tm
     assert f"Cannot write run folders under {blocker}: {blocker} is not a writable folder" in result.stderr
 
 
+@pytest.mark.parametrize(("verb", "key"), [("train", "seed"), ("evaluate", "n_bins")])
+def test_a_setting_that_cannot_be_resolved_is_one_line_naming_it(verb, key, tmp_path, mnist_dir):
+    unset = "${oc.env:MNIST_LIGHTNING_NO_SUCH_VARIABLE}"  # the variable a deployment forgot to set
+    result = run_cli(f"mnist_lightning.{verb}", f"{key}={unset}", cwd=tmp_path, data_dir=mnist_dir, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"{key}: " in result.stderr and "MNIST_LIGHTNING_NO_SUCH_VARIABLE' not found" in result.stderr
+
+
 def test_unwritable_output_folder_is_refused_before_anything_runs(tmp_path, mnist_dir):
     blocker = tmp_path / "outputs"
     blocker.write_text("a file where the outputs folder should be")

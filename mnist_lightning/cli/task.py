@@ -46,8 +46,20 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
         sys.exit(2)
 
 
+def unresolvable(exc: Exception) -> str | None:
+    """One line for a setting whose value cannot be resolved when the recipe reads it (an interpolation such as
+    `seed=${oc.env:NAME}` with NAME unset): the user's setting, not a bug. None for any other exception."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    if not isinstance(exc, InterpolationResolutionError):
+        return None
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{exc.full_key}: {first}" if exc.full_key else first
+
+
 def task(recipe: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a verb's `main(cfg)`: UserError (a bad setting, a missing file or extra) -> one logged line, exit 2.
+    """Wrap a verb's `main(cfg)`: UserError (a bad setting, a missing file or extra) or a setting that cannot be
+    resolved -> one logged line, exit 2.
 
     Anything else is a bug and keeps its traceback."""
 
@@ -55,8 +67,11 @@ def task(recipe: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args, **kwargs) -> T:
         try:
             return recipe(*args, **kwargs)
-        except UserError as exc:
-            logging.getLogger(recipe.__module__).error("%s", exc)
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, UserError) else unresolvable(exc)
+            if message is None:
+                raise
+            logging.getLogger(recipe.__module__).error("%s", message)
             sys.exit(2)
 
     return wrapper
